@@ -1,0 +1,55 @@
+"""Wiring: settings in, a ready EditService (store, blobs, engine) out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bot.config import Settings
+from bot.engine import Engine
+from bot.service import EditService, SessionDefaults
+from bot.storage.blobs import BlobStore
+from bot.storage.db import make_private_dir
+from bot.storage.repository import SessionStore
+
+
+def make_engine(settings: Settings) -> Engine:
+    settings.require_engine_ready()
+    if settings.engine_name == "gemini":
+        from bot.gemini.client import GeminiEngine
+
+        assert settings.gemini_api_key is not None
+        return GeminiEngine(
+            settings.gemini_api_key.get_secret_value(),
+            settings.gemini_base_url,
+            timeout=settings.gemini_timeout_seconds,
+            retry_budget=settings.gemini_retry_budget_seconds,
+        )
+    from bot.local_engine import LocalEngine
+
+    return LocalEngine()
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: SessionStore
+    blobs: BlobStore
+    engine: Engine
+    service: EditService
+
+
+@asynccontextmanager
+async def open_app(settings: Settings, engine: Engine | None = None) -> AsyncIterator[App]:
+    engine = engine or make_engine(settings)
+    make_private_dir(settings.data_dir)
+    store = await SessionStore.open(settings.db_path)
+    blobs = BlobStore(settings.blob_dir)
+    defaults = SessionDefaults(settings.model, settings.aspect_ratio, settings.image_size)
+    service = EditService(store, blobs, engine, defaults=defaults)
+    try:
+        yield App(settings, store, blobs, engine, service)
+    finally:
+        await engine.aclose()
+        await store.close()

@@ -1,0 +1,179 @@
+"""`threadedit`: the session operations from a shell. Each call is a new process; state lives in
+the data directory. The argument and `--json` shapes are a contract scripts depend on.
+
+Exit status: 0 done, 2 bad input or a refused operation (nothing was sent), 3 the model made
+no image (blocked or failed; the session is unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from bot.app import App, open_app
+from bot.config import ConfigError, Settings, load_settings
+from bot.domain import OperationRefused, SessionKey
+from bot.images import ImageRejected
+from bot.results import Attachment, HistoryView, TurnResult
+
+EXIT_BAD_INPUT = 2
+EXIT_NO_IMAGE = 3
+
+
+class CliError(Exception):
+    """Bad input found by the CLI itself; one sentence."""
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "cli"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="threadedit", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("edit", help="start a session or add an instruction to one")
+    e.add_argument("instruction")
+    e.add_argument("--session", type=int)
+    e.add_argument("--ref", action="append", default=[], type=Path, metavar="PATH")
+    e.add_argument("--aspect")
+    e.add_argument("--size")
+    e.add_argument("--model")
+    e.add_argument("--by", default=None, help="author name (default: your user name)")
+    e.add_argument("--json", action="store_true")
+
+    for name, text in (("retry", "make the last instruction again"),
+                       ("undo", "step the head back to its parent")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("session", type=int)
+        c.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("revert", help="make any version the head")
+    r.add_argument("session", type=int)
+    r.add_argument("version", type=_version)
+    r.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("approve", help="approve a version (default: the head)")
+    a.add_argument("session", type=int)
+    a.add_argument("version", type=_version, nargs="?")
+    a.add_argument("--by", default=None)
+    a.add_argument("--json", action="store_true")
+
+    h = sub.add_parser("history", help="list a session's versions")
+    h.add_argument("session", type=int)
+    h.add_argument("--json", action="store_true")
+
+    x = sub.add_parser("export", help="write every version's image and manifest.json")
+    x.add_argument("session", type=int)
+    x.add_argument("dir", type=Path)
+    return p
+
+
+def _version(text: str) -> int:
+    value = text.strip().lower().removeprefix("v")
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version number such as 3 or v3")
+    return int(value)
+
+
+def _read_refs(paths: list[Path]) -> list[Attachment]:
+    refs = []
+    for path in paths:
+        try:
+            refs.append(Attachment(path.read_bytes(), path.name))
+        except OSError as exc:
+            raise CliError(f"Cannot read reference {path}: {exc.strerror or exc}.") from None
+    return refs
+
+
+def _print_turn(result: TurnResult, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(result.as_cli_json(), ensure_ascii=False))
+    elif result.status == "ok":
+        print(f"v{result.version} of session {result.session_id}: {result.image_path}")
+        if result.text:
+            print(result.text)
+    elif result.status == "text":
+        print(f"Session {result.session_id}: no new version. Gemini said: {result.text}")
+    else:
+        print(f"Session {result.session_id}: {result.message}", file=sys.stderr)
+    return 0 if result.status in ("ok", "text") else EXIT_NO_IMAGE
+
+
+def _print_history(view: HistoryView, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(view.as_cli_json(), ensure_ascii=False))
+        return 0
+    if view.notice:
+        print(view.notice)
+    print(f"Session {view.session_id} · {view.model} · aspect {view.aspect_ratio or 'auto'}"
+          f" · size {view.image_size or 'default'}")
+    if not view.versions:
+        print("No versions yet.")
+    for v in view.versions:
+        mark = "*" if v.version == view.head else " "
+        parent = f"from v{v.parent}" if v.parent else "root"
+        approved = f"  approved by {', '.join(v.approved_by)}" if v.approved else ""
+        print(f"{mark} v{v.version:<3} {parent:<8} {v.author}: {v.instruction}{approved}")
+        print(f"        {v.image_path}")
+    return 0
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    cmd = args.command
+    refs = _read_refs(args.ref) if cmd == "edit" else []
+    async with open_app(settings) as app:
+        svc = app.service
+        who = getattr(args, "by", None) or _user()
+        if cmd == "edit":
+            target: int | SessionKey = (
+                args.session if args.session is not None
+                else SessionKey("cli", "local", "cli", uuid.uuid4().hex)
+            )
+            turn = await svc.submit_edit(target, who, args.instruction, refs, model=args.model,
+                                         aspect=args.aspect, size=args.size)
+            return _print_turn(await svc.run_turn(turn.id), args.json)
+        if cmd == "retry":
+            turn = await svc.submit_retry(args.session, who)
+            return _print_turn(await svc.run_turn(turn.id), args.json)
+        ops: dict[str, Callable[[App], Coroutine[Any, Any, HistoryView]]] = {
+            "undo": lambda a: a.service.undo(args.session, who),
+            "revert": lambda a: a.service.revert(args.session, who, args.version),
+            "approve": lambda a: a.service.approve(args.session, who, args.version),
+            "history": lambda a: a.service.history(args.session),
+        }
+        if cmd in ops:
+            return _print_history(await ops[cmd](app), args.json)
+        if cmd == "export":
+            manifest = await svc.export(args.session, args.dir.resolve())
+            print(f"Exported session {args.session} to {manifest.parent}")
+            return 0
+    raise AssertionError(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(level=settings.log_level if settings.log_level != "INFO" else "WARNING",
+                            format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        settings.require_engine_ready()
+        if settings.engine_notice and args.command in ("edit", "retry"):
+            print(settings.engine_notice, file=sys.stderr)
+        return asyncio.run(_run(args, settings))
+    except (ConfigError, CliError) as exc:
+        print(str(exc), file=sys.stderr)
+    except (OperationRefused, ImageRejected) as exc:
+        print(exc.message, file=sys.stderr)
+    return EXIT_BAD_INPUT

@@ -1,0 +1,129 @@
+"""One settings object, read from the environment and `.env`.
+
+pydantic-settings does the reading and type checks; this module turns its errors into one
+sentence per bad value, because a user who mistyped a variable should never see a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot import catalog
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting. The message is one sentence naming the variable."""
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "threadedit"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    gemini_api_key: SecretStr | None = Field(default=None, alias="GEMINI_API_KEY")
+    gemini_base_url: str = Field(
+        default="https://generativelanguage.googleapis.com", alias="GEMINI_BASE_URL"
+    )
+    gemini_timeout_seconds: float = Field(default=180.0, gt=0, alias="GEMINI_TIMEOUT_SECONDS")
+    gemini_retry_budget_seconds: float = Field(
+        default=300.0, ge=0, alias="GEMINI_RETRY_BUDGET_SECONDS"
+    )
+    model: str = Field(default=catalog.FLASH, alias="THREADEDIT_MODEL")
+    data_dir: Path = Field(default_factory=_default_data_dir, alias="THREADEDIT_DATA_DIR")
+    engine: Literal["gemini", "local"] | None = Field(default=None, alias="THREADEDIT_ENGINE")
+    aspect_ratio: str | None = Field(default=None, alias="THREADEDIT_ASPECT_RATIO")
+    image_size: str = Field(default="1K", alias="THREADEDIT_IMAGE_SIZE")
+    max_concurrency: int = Field(default=4, ge=1, le=256, alias="THREADEDIT_MAX_CONCURRENCY")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", alias="THREADEDIT_LOG_LEVEL"
+    )
+
+    @field_validator("engine", "aspect_ratio", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("gemini_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("model", mode="after")
+    @classmethod
+    def _resolve_alias(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a model id or one of the aliases flash, pro")
+        return catalog.resolve_model(v)
+
+    @field_validator("gemini_base_url", mode="after")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL such as https://generativelanguage.googleapis.com")
+        return v
+
+    @property
+    def engine_name(self) -> Literal["gemini", "local"]:
+        if self.engine:
+            return self.engine
+        return "gemini" if self.gemini_api_key else "local"
+
+    @property
+    def engine_notice(self) -> str | None:
+        """The one line said at start when the engine was chosen for the user."""
+        if self.engine is None and self.gemini_api_key is None:
+            return (
+                "No GEMINI_API_KEY is set, so threadedit uses the offline local engine "
+                "(a Pillow stand-in for trying the workflow, not AI)."
+            )
+        return None
+
+    def require_engine_ready(self) -> None:
+        if self.engine_name == "gemini" and self.gemini_api_key is None:
+            raise ConfigError(
+                "THREADEDIT_ENGINE is gemini but GEMINI_API_KEY is not set; "
+                "set the key (in the environment or .env) or use THREADEDIT_ENGINE=local."
+            )
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "threadedit.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+_ENV_NAMES = {name: f.alias or name.upper() for name, f in Settings.model_fields.items()}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; raise ConfigError with one sentence for the first bad value."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "setting"
+        name = _ENV_NAMES.get(field, field)
+        value = err.get("input")
+        shown = "" if "key" in name.lower() or isinstance(value, dict) else f" (got {value!r})"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{name} {msg}{shown}.".replace("..", ".")) from None
+    try:
+        catalog.check_aspect(settings.model, settings.aspect_ratio)
+        size = catalog.check_size(settings.model, settings.image_size)
+    except catalog.SettingRejected as exc:
+        raise ConfigError(f"THREADEDIT_ASPECT_RATIO / THREADEDIT_IMAGE_SIZE: {exc}") from None
+    settings.image_size = size or settings.image_size
+    return settings

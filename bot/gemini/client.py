@@ -1,0 +1,198 @@
+"""GeminiEngine: `generateContent` over httpx, with retries inside a total time budget.
+
+429 waits as long as the API asks (RetryInfo.retryDelay, else Retry-After); 500/502/503/504,
+timeouts and broken connections back off with jitter; a per-day quota, other 4xx and a
+retired model are not retried and are explained. The key goes in a header, never the URL, so
+it cannot reach a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from bot.engine import EngineError
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {408, 500, 502, 503, 504}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+class RetryableEngineError(EngineError):
+    def __init__(self, code: str, message: str, *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(code, message, status=status)
+        self.retry_after = retry_after
+
+
+def _error_fields(body: Any) -> tuple[str, str, list[dict[str, Any]]]:
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return "", "", []
+    details = err.get("details") if isinstance(err.get("details"), list) else []
+    return str(err.get("status") or ""), str(err.get("message") or ""), details
+
+
+def _retry_delay(details: list[dict[str, Any]], header: str | None) -> float | None:
+    for d in details:
+        if str(d.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            m = _DURATION.match(str(d.get("retryDelay", "")))
+            if m:
+                return float(m.group(1))
+    if header:
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            return None
+    return None
+
+
+def _per_day_quota(details: list[dict[str, Any]]) -> bool:
+    for d in details:
+        for v in d.get("violations") or []:
+            if "PerDay" in str(v.get("quotaId", "")):
+                return True
+    return False
+
+
+def classify(model: str, response: httpx.Response) -> EngineError:
+    """Turn a non-200 answer into an error with a sentence the user can act on."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    _status, message, details = _error_fields(body)
+    code = response.status_code
+    google = f" (Gemini said: {message[:300]})" if message else ""
+    if code == 429:
+        if _per_day_quota(details):
+            return EngineError("quota_exhausted", "The Gemini project's daily quota is used up; "
+                               "it resets at midnight Pacific time." + google, status=code)
+        delay = _retry_delay(details, response.headers.get("retry-after"))
+        return RetryableEngineError("rate_limited", "Gemini is rate-limiting requests right now."
+                                    + google, status=code, retry_after=delay)
+    if code in RETRYABLE_STATUS:
+        return RetryableEngineError("unavailable", f"Gemini is unavailable right now (HTTP {code}).",
+                                    status=code,
+                                    retry_after=_retry_delay(details, response.headers.get("retry-after")))
+    if code == 413 or "input token count" in message.lower():
+        return EngineError("context_too_large", "The request was too large for Gemini." + google,
+                           status=code)
+    if code == 404:
+        return EngineError("model_not_found", f"The model {model} is not available (it may have "
+                           "been retired); set THREADEDIT_MODEL to gemini-3.1-flash-image or "
+                           "gemini-3-pro-image, or use `model flash` / `model pro`.", status=code)
+    if code in (401, 403) or "API key" in message:
+        return EngineError("auth", "Gemini refused the API key; check GEMINI_API_KEY."
+                           + google, status=code)
+    return EngineError("bad_request", f"Gemini refused the request (HTTP {code})." + google,
+                       status=code)
+
+
+class GeminiEngine:
+    name = "gemini"
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = "https://generativelanguage.googleapis.com",
+        *,
+        timeout: float = 180.0,
+        retry_budget: float = 300.0,
+        max_attempts: int = 6,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry_budget = retry_budget
+        self.max_attempts = max_attempts
+        self._sleep = sleep
+        # Generation takes 10 to 30 s and longer at 4K: a long read timeout, short connect.
+        self._http = httpx.AsyncClient(
+            headers={"x-goog-api-key": api_key, "content-type": "application/json"},
+            timeout=httpx.Timeout(timeout, connect=15.0),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self.max_attempts:
+            return True
+        # Time used so far counts the waits we planned even where sleep is replaced (tests),
+        # and a wait that would end past the budget is not started at all.
+        used = max(state.seconds_since_start or 0.0, state.idle_for)
+        return used + state.upcoming_sleep > self.retry_budget
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableEngineError) and exc.retry_after is not None:
+            return exc.retry_after
+        return wait_exponential_jitter(initial=1, max=30, jitter=1)(state)
+
+    async def generate(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        kwargs: dict[str, Any] = {}
+        if self._sleep is not None:
+            kwargs["sleep"] = self._sleep
+        retrying = AsyncRetrying(
+            stop=self._stop,
+            wait=self._wait,
+            retry=retry_if_exception_type(RetryableEngineError),
+            before_sleep=self._log_retry,
+            reraise=True,
+            **kwargs,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._once(model, payload)
+        except RetryableEngineError as exc:
+            tries = retrying.statistics.get("attempt_number", 1)
+            raise EngineError(exc.code, f"{exc.message} Gave up after {tries} "
+                              f"tr{'y' if tries == 1 else 'ies'}; the session is unchanged, "
+                              "so you can retry later.", status=exc.status) from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("gemini call failed (%s), retry %d in %.1fs",
+                    getattr(exc, "code", type(exc).__name__), state.attempt_number,
+                    state.next_action.sleep if state.next_action else 0.0)
+
+    async def _once(self, model: str, payload: bytes) -> dict[str, Any]:
+        url = f"{self.base_url}/v1beta/models/{model}:generateContent"
+        try:
+            response = await self._http.post(url, content=payload)
+        except httpx.TimeoutException:
+            raise RetryableEngineError("timeout", "Gemini did not answer in time.") from None
+        except httpx.TransportError as exc:
+            raise RetryableEngineError(
+                "network", f"Could not reach Gemini at {self.base_url} ({type(exc).__name__})."
+            ) from None
+        if response.status_code != 200:
+            raise classify(model, response)
+        try:
+            body = response.json()
+        except ValueError:
+            # A cut-off body is a transport accident, worth another try.
+            raise RetryableEngineError("bad_response", "Gemini's answer was cut off or not JSON.",
+                                       status=200) from None
+        if not isinstance(body, dict):
+            raise RetryableEngineError("bad_response", "Gemini's answer was not a JSON object.",
+                                       status=200)
+        return body

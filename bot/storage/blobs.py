@@ -1,0 +1,126 @@
+"""Content-addressed image bytes beside the database, and the blob references in stored JSON.
+
+A stored model response keeps its exact JSON shape; only each canonical base64 `data` string is
+swapped for `blob:<key>`. ':' is not in the base64 alphabet, so a reference can never be
+mistaken for image data. A string that is not canonical base64 is kept as it came, so the
+rebuilt JSON is always identical to what was received.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+BLOB_PREFIX = "blob:"
+_EXT = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif",
+        "image/heic": "heic", "image/heif": "heif"}
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def put(self, data: bytes, mime: str) -> str:
+        """Store bytes once; return the key (sha256 and an extension naming the type)."""
+        key = f"{hashlib.sha256(data).hexdigest()}.{_EXT.get(mime, 'bin')}"
+        path = self.path(key)
+        if path.exists():
+            return key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return key
+
+    def path(self, key: str) -> Path:
+        if "/" in key or key.startswith("."):
+            raise ValueError(f"not a blob key: {key!r}")
+        return self.root / key[:2] / key
+
+    def get(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def b64(self, key: str) -> str:
+        return base64.b64encode(self.get(key)).decode("ascii")
+
+
+def _canonical_bytes(data: str) -> bytes | None:
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if base64.b64encode(raw).decode("ascii") == data else None
+
+
+def _inline(part: dict[str, Any]) -> dict[str, Any] | None:
+    inline = part.get("inlineData", part.get("inline_data"))
+    return inline if isinstance(inline, dict) else None
+
+
+def pack_content(content: dict[str, Any], blobs: BlobStore) -> dict[str, Any]:
+    """A copy of a Gemini content object with image data moved into the blob store."""
+    out = dict(content)
+    parts = []
+    for part in content.get("parts") or []:
+        inline = _inline(part) if isinstance(part, dict) else None
+        data = inline.get("data") if inline else None
+        raw = _canonical_bytes(data) if isinstance(data, str) else None
+        if inline is None or raw is None:
+            parts.append(part)
+            continue
+        mime = str(inline.get("mimeType", inline.get("mime_type", "")))
+        key_name = "inlineData" if "inlineData" in part else "inline_data"
+        new_inline = {k: (BLOB_PREFIX + blobs.put(raw, mime) if k == "data" else v)
+                      for k, v in inline.items()}
+        parts.append({k: (new_inline if k == key_name else v) for k, v in part.items()})
+    if "parts" in content:
+        out["parts"] = parts
+    return out
+
+
+def unpack_content(content: dict[str, Any], blobs: BlobStore) -> dict[str, Any]:
+    """The exact content object that was packed, image data read back from the blob store."""
+    out = dict(content)
+    if "parts" not in content:
+        return out
+    parts = []
+    for part in content["parts"]:
+        inline = _inline(part) if isinstance(part, dict) else None
+        data = inline.get("data") if inline else None
+        if inline is None or not (isinstance(data, str) and data.startswith(BLOB_PREFIX)):
+            parts.append(part)
+            continue
+        key_name = "inlineData" if "inlineData" in part else "inline_data"
+        key = data[len(BLOB_PREFIX):]
+        new_inline = {k: (blobs.b64(key) if k == "data" else v) for k, v in inline.items()}
+        parts.append({k: (new_inline if k == key_name else v) for k, v in part.items()})
+    out["parts"] = parts
+    return out
+
+
+def blob_keys(content: dict[str, Any]) -> list[str]:
+    keys = []
+    for part in content.get("parts") or []:
+        inline = _inline(part) if isinstance(part, dict) else None
+        data = inline.get("data") if inline else None
+        if isinstance(data, str) and data.startswith(BLOB_PREFIX):
+            keys.append(data[len(BLOB_PREFIX):])
+    return keys

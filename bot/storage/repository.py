@@ -1,0 +1,269 @@
+"""SessionStore: the repository for sessions, turns, approvals and the audit log in SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.domain import (
+    Approval,
+    Session,
+    SessionKey,
+    SessionState,
+    Turn,
+    TurnKind,
+    TurnState,
+    UnknownSession,
+)
+from bot.storage.db import open_database, utcnow
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _session(row: aiosqlite.Row) -> Session:
+    return Session(
+        id=row["id"],
+        key=SessionKey(row["platform"], row["workspace"], row["channel"], row["thread"]),
+        model=row["model"],
+        aspect_ratio=row["aspect_ratio"],
+        image_size=row["image_size"],
+        head_turn_id=row["head_turn_id"],
+        started_by=row["started_by"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _turn(row: aiosqlite.Row) -> Turn:
+    return Turn(
+        id=row["id"],
+        session_id=row["session_id"],
+        parent_turn_id=row["parent_turn_id"],
+        kind=TurnKind(row["kind"]),
+        instruction=row["instruction"],
+        author=row["author"],
+        user_content=json.loads(row["user_content"]),
+        state=TurnState(row["state"]),
+        model=row["model"],
+        aspect_ratio=row["aspect_ratio"],
+        image_size=row["image_size"],
+        created_at=row["created_at"],
+        model_content=json.loads(row["model_content"]) if row["model_content"] else None,
+        version=row["version"],
+        image_blob=row["image_blob"],
+        image_mime=row["image_mime"],
+        text_reply=row["text_reply"],
+        reason=row["reason"],
+        message=row["message"],
+        usage=json.loads(row["usage"]) if row["usage"] else None,
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+class SessionStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> SessionStore:
+        return cls(await open_database(path))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        # IMMEDIATE takes the write lock up front, so two processes numbering versions at once
+        # wait for each other instead of both reading the same maximum.
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        await self.db.execute("COMMIT")
+
+    async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> aiosqlite.Row | None:
+        async with self.db.execute(sql, args) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
+        async with self.db.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    # Sessions
+
+    async def find_session(self, key: SessionKey) -> Session | None:
+        row = await self._one(
+            "SELECT * FROM sessions WHERE platform=? AND workspace=? AND channel=? AND thread=?",
+            (key.platform, key.workspace, key.channel, key.thread),
+        )
+        return _session(row) if row else None
+
+    async def create_session(
+        self, key: SessionKey, started_by: str, model: str, aspect: str | None, size: str | None
+    ) -> Session:
+        now = utcnow()
+        await self.db.execute(
+            "INSERT INTO sessions (platform, workspace, channel, thread, model, aspect_ratio,"
+            " image_size, started_by, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (platform, workspace, channel, thread) DO NOTHING",
+            (key.platform, key.workspace, key.channel, key.thread, model, aspect, size,
+             started_by, now, now),
+        )
+        session = await self.find_session(key)
+        assert session is not None
+        return session
+
+    async def get_session(self, session_id: int) -> Session:
+        row = await self._one("SELECT * FROM sessions WHERE id=?", (session_id,))
+        if row is None:
+            raise UnknownSession(session_id)
+        return _session(row)
+
+    async def list_sessions(self, limit: int = 200) -> list[Session]:
+        rows = await self._all("SELECT * FROM sessions ORDER BY updated_at DESC LIMIT ?", (limit,))
+        return [_session(r) for r in rows]
+
+    async def update_settings(
+        self, session_id: int, *, model: str, aspect: str | None, size: str | None
+    ) -> None:
+        await self.db.execute(
+            "UPDATE sessions SET model=?, aspect_ratio=?, image_size=?, updated_at=? WHERE id=?",
+            (model, aspect, size, utcnow(), session_id),
+        )
+
+    async def set_head(self, session_id: int, turn_id: int | None) -> None:
+        await self.db.execute(
+            "UPDATE sessions SET head_turn_id=?, updated_at=? WHERE id=?",
+            (turn_id, utcnow(), session_id),
+        )
+
+    async def load_state(self, session_id: int) -> SessionState:
+        session = await self.get_session(session_id)
+        turns = [
+            _turn(r)
+            for r in await self._all("SELECT * FROM turns WHERE session_id=? ORDER BY id", (session_id,))
+        ]
+        approvals = [
+            Approval(r["turn_id"], r["approved_by"], r["approved_at"], r["withdrawn_by"], r["withdrawn_at"])
+            for r in await self._all(
+                "SELECT * FROM approvals WHERE session_id=? ORDER BY id", (session_id,)
+            )
+        ]
+        return SessionState(session, turns, approvals)
+
+    # Turns
+
+    async def add_turn(
+        self,
+        session: Session,
+        *,
+        kind: TurnKind,
+        instruction: str,
+        author: str,
+        user_content: dict[str, Any],
+        parent_turn_id: int | None,
+        model: str,
+        aspect: str | None,
+        size: str | None,
+    ) -> Turn:
+        now = utcnow()
+        cur = await self.db.execute(
+            "INSERT INTO turns (session_id, parent_turn_id, kind, instruction, author, user_content,"
+            " state, model, aspect_ratio, image_size, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (session.id, parent_turn_id, kind.value, instruction, author, _json(user_content),
+             TurnState.QUEUED.value, model, aspect, size, now),
+        )
+        await self.db.execute("UPDATE sessions SET updated_at=? WHERE id=?", (now, session.id))
+        assert cur.lastrowid is not None
+        return await self.get_turn(cur.lastrowid)
+
+    async def get_turn(self, turn_id: int) -> Turn:
+        row = await self._one("SELECT * FROM turns WHERE id=?", (turn_id,))
+        if row is None:
+            raise KeyError(f"no turn {turn_id}")
+        return _turn(row)
+
+    async def unfinished_turns(self) -> list[Turn]:
+        rows = await self._all("SELECT * FROM turns WHERE state IN ('queued','running') ORDER BY id")
+        return [_turn(r) for r in rows]
+
+    async def mark_running(self, turn_id: int, parent_turn_id: int | None) -> None:
+        await self.db.execute(
+            "UPDATE turns SET state='running', parent_turn_id=?, started_at=? WHERE id=?",
+            (parent_turn_id, utcnow(), turn_id),
+        )
+
+    async def finish_turn(
+        self,
+        turn: Turn,
+        state: TurnState,
+        *,
+        model_content: dict[str, Any] | None = None,
+        image_blob: str | None = None,
+        image_mime: str | None = None,
+        text_reply: str | None = None,
+        reason: str | None = None,
+        message: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> Turn:
+        """Record the outcome; a version gets the next number and becomes the head, atomically."""
+        async with self.transaction() as db:
+            version = None
+            if state is TurnState.DONE:
+                row = await self._one(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM turns WHERE session_id=?",
+                    (turn.session_id,),
+                )
+                assert row is not None
+                version = row[0]
+            await db.execute(
+                "UPDATE turns SET state=?, model_content=?, version=?, image_blob=?, image_mime=?,"
+                " text_reply=?, reason=?, message=?, usage=?, finished_at=? WHERE id=?",
+                (state.value, _json(model_content), version, image_blob, image_mime, text_reply,
+                 reason, message, _json(usage), utcnow(), turn.id),
+            )
+            if version is not None:
+                await self.set_head(turn.session_id, turn.id)
+        return await self.get_turn(turn.id)
+
+    # Approvals and audit
+
+    async def add_approval(self, session_id: int, turn_id: int, by: str) -> None:
+        await self.db.execute(
+            "INSERT INTO approvals (session_id, turn_id, approved_by, approved_at) VALUES (?,?,?,?)",
+            (session_id, turn_id, by, utcnow()),
+        )
+
+    async def withdraw_approval(self, turn_id: int, approved_by: str, by: str) -> int:
+        cur = await self.db.execute(
+            "UPDATE approvals SET withdrawn_by=?, withdrawn_at=? "
+            "WHERE turn_id=? AND approved_by=? AND withdrawn_at IS NULL",
+            (by, utcnow(), turn_id, approved_by),
+        )
+        return cur.rowcount
+
+    async def audit(
+        self, session_id: int | None, actor: str, action: str, outcome: str, **detail: Any
+    ) -> None:
+        await self.db.execute(
+            "INSERT INTO audit_log (session_id, actor, action, outcome, detail, at) VALUES (?,?,?,?,?,?)",
+            (session_id, actor, action, outcome, _json(detail) or "{}", utcnow()),
+        )
+
+    async def audit_log(self, session_id: int) -> list[dict[str, Any]]:
+        rows = await self._all("SELECT * FROM audit_log WHERE session_id=? ORDER BY id", (session_id,))
+        return [
+            {"actor": r["actor"], "action": r["action"], "outcome": r["outcome"],
+             "detail": json.loads(r["detail"]), "at": r["at"]}
+            for r in rows
+        ]

@@ -1,0 +1,58 @@
+"""Shared fixtures: a private data directory, a fake Gemini API on 127.0.0.1, a wired service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.gemini.client import GeminiEngine
+from bot.storage.blobs import BlobStore
+from bot.storage.repository import SessionStore
+from tests.fakes.gemini_server import FakeGemini
+
+API_KEY = "test-key-5a2b7c"
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+@pytest.fixture
+async def gemini() -> AsyncIterator[FakeGemini]:
+    async with FakeGemini(api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def store(data_dir: Path) -> AsyncIterator[SessionStore]:
+    s = await SessionStore.open(data_dir / "threadedit.sqlite3")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def blobs(data_dir: Path) -> BlobStore:
+    return BlobStore(data_dir / "blobs")
+
+
+def make_engine(gemini: FakeGemini, **kw: object) -> GeminiEngine:
+    kw.setdefault("sleep", _no_sleep)
+    return GeminiEngine(API_KEY, gemini.base_url, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def service(
+    store: SessionStore, blobs: BlobStore, gemini: FakeGemini
+) -> AsyncIterator[object]:
+    from bot.service import EditService, SessionDefaults
+
+    engine = make_engine(gemini, timeout=5.0)
+    yield EditService(store, blobs, engine, defaults=SessionDefaults(image_size="1K"))
+    await engine.aclose()

@@ -1,0 +1,84 @@
+"""Storage: migrations, the blob store, and byte-identical replay of stored model content."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import stat
+from pathlib import Path
+
+from PIL import Image
+
+from bot.storage.blobs import BLOB_PREFIX, BlobStore, blob_keys, pack_content, unpack_content
+from bot.storage.db import apply_migrations, list_migrations
+from bot.storage.repository import SessionStore
+
+
+def _jpeg(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 16), color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def realistic_content() -> dict:
+    """Shaped like a Gemini 3 image response: thoughts, an interim image, signed parts."""
+    return {
+        "parts": [
+            {"text": "Planning the composition", "thought": True},
+            {"inlineData": {"mimeType": "image/png", "data": _b64(_jpeg((1, 2, 3)))}, "thought": True},
+            {"text": "Here is the sage green room.", "thoughtSignature": "Cq+/a1b2=="},
+            {"inlineData": {"mimeType": "image/jpeg", "data": _b64(_jpeg((143, 175, 138)))},
+             "thoughtSignature": "EjQK/+x9Zm9v"},
+        ],
+        "role": "model",
+    }
+
+
+async def test_migrations_are_applied_once_and_recorded(data_dir: Path) -> None:
+    store = await SessionStore.open(data_dir / "db.sqlite3")
+    async with store.db.execute("SELECT version, name FROM schema_migrations") as cur:
+        rows = [tuple(r) for r in await cur.fetchall()]
+    assert rows == [(n, name) for n, name, _ in list_migrations()]
+    assert await apply_migrations(store.db) == []
+    async with store.db.execute("PRAGMA journal_mode") as cur:
+        assert (await cur.fetchone())[0] == "wal"
+    async with store.db.execute("PRAGMA foreign_keys") as cur:
+        assert (await cur.fetchone())[0] == 1
+    await store.close()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+def test_blob_store_is_content_addressed(blobs: BlobStore) -> None:
+    data = _jpeg((10, 20, 30))
+    key = blobs.put(data, "image/jpeg")
+    assert key.endswith(".jpg") and len(key.split(".")[0]) == 64
+    assert blobs.put(data, "image/jpeg") == key
+    assert blobs.get(key) == data
+    assert not list(blobs.root.rglob(".tmp-*"))
+
+
+def test_packed_content_replays_to_identical_json(blobs: BlobStore) -> None:
+    original = realistic_content()
+    before = json.dumps(original)
+    packed = pack_content(original, blobs)
+    stored = json.loads(json.dumps(packed))  # as it goes through SQLite
+    assert all(BLOB_PREFIX not in json.dumps(p) for p in original["parts"])
+    assert len(blob_keys(stored)) == 2
+    assert len(json.dumps(stored)) < len(before) / 2
+    assert json.dumps(unpack_content(stored, blobs)) == before
+    assert json.dumps(original) == before  # packing did not touch the original
+
+
+def test_non_canonical_base64_is_kept_verbatim(blobs: BlobStore) -> None:
+    data = _b64(_jpeg((5, 5, 5)))
+    odd = data[:40] + "\n" + data[40:]  # valid to a lenient decoder, but not what we would write
+    content = {"role": "model", "parts": [{"inlineData": {"mimeType": "image/jpeg", "data": odd},
+                                           "thoughtSignature": "x"}]}
+    packed = pack_content(content, blobs)
+    assert packed["parts"][0]["inlineData"]["data"] == odd
+    assert unpack_content(packed, blobs) == content
