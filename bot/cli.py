@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write every version's image and manifest.json")
     x.add_argument("session", type=int)
     x.add_argument("dir", type=Path)
+
+    sub.add_parser("run", help="start every configured chat adapter")
     return p
 
 
@@ -162,6 +164,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(cmd)
 
 
+def _run_adapters(settings: Settings) -> int:
+    """Until the Slack, Discord and playground adapters land, say what to use instead."""
+    print("No chat adapter is available in this build yet (Slack, Discord and the playground "
+          "are coming); use the CLI, e.g. threadedit edit \"a lighthouse at dusk, navy and "
+          "orange\".", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -169,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level if settings.log_level != "INFO" else "WARNING",
                             format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         settings.require_engine_ready()
+        if args.command == "run":
+            return _run_adapters(settings)
         if settings.engine_notice and args.command in ("edit", "retry"):
             print(settings.engine_notice, file=sys.stderr)
         return asyncio.run(_run(args, settings))

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, alias="THREADEDIT_DATA_DIR")
     engine: Literal["gemini", "local"] | None = Field(default=None, alias="THREADEDIT_ENGINE")
     aspect_ratio: str | None = Field(default=None, alias="THREADEDIT_ASPECT_RATIO")
-    image_size: str = Field(default="1K", alias="THREADEDIT_IMAGE_SIZE")
+    image_size: str | None = Field(default="1K", alias="THREADEDIT_IMAGE_SIZE")
     max_concurrency: int = Field(default=4, ge=1, le=256, alias="THREADEDIT_MAX_CONCURRENCY")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="THREADEDIT_LOG_LEVEL"
@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _blank_dir_is_default(cls, v: object) -> object:
+        return _default_data_dir() if isinstance(v, str) and not v.strip() else v
 
     @field_validator("gemini_api_key", mode="before")
     @classmethod
@@ -118,12 +123,15 @@ def load_settings(**overrides: object) -> Settings:
         name = _ENV_NAMES.get(field, field)
         value = err.get("input")
         shown = "" if "key" in name.lower() or isinstance(value, dict) else f" (got {value!r})"
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+        msg = msg.replace("a valid integer, unable to parse string as an integer", "a whole number")
         raise ConfigError(f"{name} {msg}{shown}.".replace("..", ".")) from None
     try:
-        catalog.check_aspect(settings.model, settings.aspect_ratio)
-        size = catalog.check_size(settings.model, settings.image_size)
+        settings.aspect_ratio = catalog.check_aspect(settings.model, settings.aspect_ratio)
     except catalog.SettingRejected as exc:
-        raise ConfigError(f"THREADEDIT_ASPECT_RATIO / THREADEDIT_IMAGE_SIZE: {exc}") from None
-    settings.image_size = size or settings.image_size
+        raise ConfigError(f"THREADEDIT_ASPECT_RATIO: {exc}") from None
+    try:
+        settings.image_size = catalog.check_size(settings.model, settings.image_size)
+    except catalog.SettingRejected as exc:
+        raise ConfigError(f"THREADEDIT_IMAGE_SIZE: {exc}") from None
     return settings

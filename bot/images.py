@@ -244,8 +244,10 @@ def _normalise(data: bytes, im: ImageFile.ImageFile, who: str, limits: ImageLimi
         or img.mode != original_mode
     )
     notes: list[str] = []
-    if animated:
-        notes.append(f"Used the first frame of the animated {_ANIMATED_NAMES.get(fmt, fmt)}.")
+    if animated and fmt in _ANIMATED_NAMES:
+        notes.append(f"Used the first frame of the animated {_ANIMATED_NAMES[fmt]}.")
+    elif animated:
+        notes.append(f"Used the first image of the {fmt} file.")
     width, height = img.size
     if max(width, height) > limits.max_side:
         scale = limits.max_side / max(width, height)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,8 @@ from bot.domain import (
     UnknownSession,
 )
 from bot.storage.db import open_database, utcnow
+
+_SET_HEAD = "UPDATE sessions SET head_turn_id=?, updated_at=? WHERE id=?"
 
 
 def _json(value: Any) -> str | None:
@@ -71,6 +74,9 @@ def _turn(row: aiosqlite.Row) -> Turn:
 class SessionStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        # One connection serves every task; a transaction must not take in another task's
+        # statements, so each write runs as its own transaction under this lock.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> SessionStore:
@@ -83,13 +89,18 @@ class SessionStore:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         # IMMEDIATE takes the write lock up front, so two processes numbering versions at once
         # wait for each other instead of both reading the same maximum.
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
-        await self.db.execute("COMMIT")
+        async with self._lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+
+    async def _write(self, sql: str, args: tuple[Any, ...] = ()) -> aiosqlite.Cursor:
+        async with self.transaction() as db:
+            return await db.execute(sql, args)
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> aiosqlite.Row | None:
         async with self.db.execute(sql, args) as cur:
@@ -112,7 +123,7 @@ class SessionStore:
         self, key: SessionKey, started_by: str, model: str, aspect: str | None, size: str | None
     ) -> Session:
         now = utcnow()
-        await self.db.execute(
+        await self._write(
             "INSERT INTO sessions (platform, workspace, channel, thread, model, aspect_ratio,"
             " image_size, started_by, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT (platform, workspace, channel, thread) DO NOTHING",
@@ -136,16 +147,13 @@ class SessionStore:
     async def update_settings(
         self, session_id: int, *, model: str, aspect: str | None, size: str | None
     ) -> None:
-        await self.db.execute(
+        await self._write(
             "UPDATE sessions SET model=?, aspect_ratio=?, image_size=?, updated_at=? WHERE id=?",
             (model, aspect, size, utcnow(), session_id),
         )
 
     async def set_head(self, session_id: int, turn_id: int | None) -> None:
-        await self.db.execute(
-            "UPDATE sessions SET head_turn_id=?, updated_at=? WHERE id=?",
-            (turn_id, utcnow(), session_id),
-        )
+        await self._write(_SET_HEAD, (turn_id, utcnow(), session_id))
 
     async def load_state(self, session_id: int) -> SessionState:
         session = await self.get_session(session_id)
@@ -177,13 +185,14 @@ class SessionStore:
         size: str | None,
     ) -> Turn:
         now = utcnow()
-        cur = await self.db.execute(
-            "INSERT INTO turns (session_id, parent_turn_id, kind, instruction, author, user_content,"
-            " state, model, aspect_ratio, image_size, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (session.id, parent_turn_id, kind.value, instruction, author, _json(user_content),
-             TurnState.QUEUED.value, model, aspect, size, now),
-        )
-        await self.db.execute("UPDATE sessions SET updated_at=? WHERE id=?", (now, session.id))
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO turns (session_id, parent_turn_id, kind, instruction, author, user_content,"
+                " state, model, aspect_ratio, image_size, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (session.id, parent_turn_id, kind.value, instruction, author, _json(user_content),
+                 TurnState.QUEUED.value, model, aspect, size, now),
+            )
+            await db.execute("UPDATE sessions SET updated_at=? WHERE id=?", (now, session.id))
         assert cur.lastrowid is not None
         return await self.get_turn(cur.lastrowid)
 
@@ -198,7 +207,7 @@ class SessionStore:
         return [_turn(r) for r in rows]
 
     async def mark_running(self, turn_id: int, parent_turn_id: int | None) -> None:
-        await self.db.execute(
+        await self._write(
             "UPDATE turns SET state='running', parent_turn_id=?, started_at=? WHERE id=?",
             (parent_turn_id, utcnow(), turn_id),
         )
@@ -233,19 +242,19 @@ class SessionStore:
                  reason, message, _json(usage), utcnow(), turn.id),
             )
             if version is not None:
-                await self.set_head(turn.session_id, turn.id)
+                await db.execute(_SET_HEAD, (turn.id, utcnow(), turn.session_id))
         return await self.get_turn(turn.id)
 
     # Approvals and audit
 
     async def add_approval(self, session_id: int, turn_id: int, by: str) -> None:
-        await self.db.execute(
+        await self._write(
             "INSERT INTO approvals (session_id, turn_id, approved_by, approved_at) VALUES (?,?,?,?)",
             (session_id, turn_id, by, utcnow()),
         )
 
     async def withdraw_approval(self, turn_id: int, approved_by: str, by: str) -> int:
-        cur = await self.db.execute(
+        cur = await self._write(
             "UPDATE approvals SET withdrawn_by=?, withdrawn_at=? "
             "WHERE turn_id=? AND approved_by=? AND withdrawn_at IS NULL",
             (by, utcnow(), turn_id, approved_by),
@@ -255,7 +264,7 @@ class SessionStore:
     async def audit(
         self, session_id: int | None, actor: str, action: str, outcome: str, **detail: Any
     ) -> None:
-        await self.db.execute(
+        await self._write(
             "INSERT INTO audit_log (session_id, actor, action, outcome, detail, at) VALUES (?,?,?,?,?,?)",
             (session_id, actor, action, outcome, _json(detail) or "{}", utcnow()),
         )

@@ -1,0 +1,124 @@
+"""The turn pipeline: turns of one session run strictly in order, sessions run in parallel up
+to a global limit on model calls, and turns left unfinished by a crash are resumed at start.
+
+Adapters submit turns that the service already recorded as queued (so nothing is lost if the
+process dies now) and hear about progress through a TurnListener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict, deque
+from datetime import UTC, datetime
+from typing import Protocol
+
+from bot.domain import Turn, TurnState
+from bot.results import TurnResult
+from bot.service import EditService
+
+log = logging.getLogger(__name__)
+
+
+class TurnListener(Protocol):
+    async def turn_started(self, turn: Turn) -> None: ...
+
+    async def turn_finished(self, result: TurnResult) -> None: ...
+
+
+class _Silent:
+    async def turn_started(self, turn: Turn) -> None:
+        return None
+
+    async def turn_finished(self, result: TurnResult) -> None:
+        return None
+
+
+class TurnPipeline:
+    def __init__(
+        self,
+        service: EditService,
+        *,
+        max_concurrency: int = 4,
+        listener: TurnListener | None = None,
+    ) -> None:
+        self.service = service
+        self.listener: TurnListener = listener or _Silent()
+        self._model_calls = asyncio.Semaphore(max_concurrency)
+        self._queues: dict[int, deque[Turn]] = defaultdict(deque)
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._done: dict[int, asyncio.Future[TurnResult]] = {}
+
+    def submit(self, turn: Turn) -> asyncio.Future[TurnResult]:
+        """Schedule a queued turn; returns a future for its result (adapters need not await)."""
+        fut = self._done.get(turn.id)
+        if fut is not None:  # submitted twice (a resumed turn, a duplicate event): run once
+            return fut
+        fut = asyncio.get_running_loop().create_future()
+        self._done[turn.id] = fut
+        self._queues[turn.session_id].append(turn)
+        if turn.session_id not in self._workers:
+            self._workers[turn.session_id] = asyncio.create_task(
+                self._drain(turn.session_id), name=f"session-{turn.session_id}")
+        return fut
+
+    def position(self, turn_id: int) -> int | None:
+        """1 for the next to run in its session; None when it is running or unknown."""
+        for queue in self._queues.values():
+            for i, t in enumerate(queue):
+                if t.id == turn_id:
+                    return i + 1
+        return None
+
+    async def _drain(self, session_id: int) -> None:
+        queue = self._queues[session_id]
+        try:
+            while queue:
+                turn = queue.popleft()
+                fut = self._done[turn.id]
+                try:
+                    async with self._model_calls:
+                        await self.listener.turn_started(turn)
+                        result = await self.service.run_turn(turn.id)
+                    await self.listener.turn_finished(result)
+                except Exception as exc:  # the service records failures; this is a last guard
+                    log.exception("turn %s crashed in the pipeline", turn.id)
+                    if not fut.done():
+                        fut.set_exception(exc)
+                    self._done.pop(turn.id, None)
+                    continue
+                if not fut.done():
+                    fut.set_result(result)
+                # A finished turn's result lives in the database; run_turn answers a repeat
+                # from there, so the future need not be kept.
+                self._done.pop(turn.id, None)
+        finally:
+            self._workers.pop(session_id, None)
+            if not queue:
+                self._queues.pop(session_id, None)
+
+    async def resume_unfinished(self, max_age_seconds: float) -> list[int]:
+        """Re-run turns a crash left queued or running; report the ones too old to matter."""
+        resumed = []
+        now = datetime.now(UTC)
+        for turn in await self.service.store.unfinished_turns():
+            age = (now - datetime.fromisoformat(turn.created_at)).total_seconds()
+            if age > max_age_seconds:
+                stale = await self.service.store.finish_turn(
+                    turn, TurnState.FAILED, reason="interrupted",
+                    message="This instruction was interrupted by a restart and is too old to "
+                            "resume; nothing changed. Retry it if you still want it.")
+                await self.listener.turn_finished(await self.service.result_of(stale.id))
+                continue
+            self.submit(turn)
+            resumed.append(turn.id)
+        return resumed
+
+    async def join(self) -> None:
+        while self._workers:
+            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in list(self._workers.values()):
+            task.cancel()
+        await asyncio.gather(*list(self._workers.values()), return_exceptions=True)

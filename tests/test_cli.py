@@ -1,0 +1,176 @@
+"""The CLI contract, run as real processes (each call a new one) against the fake Gemini API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import API_KEY
+from tests.fakes.gemini_server import Behaviour, FakeGemini
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+
+class Cli:
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp, self.env = tmp, env
+
+    async def __call__(self, *args: str, **extra_env: str) -> Run:
+        env = {**self.env, **extra_env}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", *args, cwd=self.tmp, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode is not None
+        return Run(proc.returncode, out.decode(), err.decode())
+
+
+def _env(tmp: Path, **kw: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GEMINI_", "THREADEDIT_", "SLACK_", "DISCORD_"))}
+    env.update(PYTHONPATH=str(ROOT), THREADEDIT_DATA_DIR=str(tmp / "data"), **kw)
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path: Path, gemini: FakeGemini) -> Cli:
+    return Cli(tmp_path, _env(tmp_path, GEMINI_API_KEY=API_KEY, GEMINI_BASE_URL=gemini.base_url,
+                              GEMINI_RETRY_BUDGET_SECONDS="5"))
+
+
+def _png(path: Path, color=(0, 90, 200), size=(64, 48)) -> Path:
+    Image.new("RGB", size, color).save(path, "PNG")
+    return path
+
+
+async def test_edit_undo_revert_retry_approve_history_export(cli: Cli, gemini, tmp_path):
+    r = await cli("edit", "--aspect", "16:9", "--size", "2K", "--json", "a coffee poster")
+    assert r.code == 0, r.err
+    first = r.json
+    assert set(first) == {"session", "status", "version", "image", "text"}
+    assert (first["status"], first["version"]) == ("ok", 1)
+    assert Path(first["image"]).is_absolute()
+    issued = gemini.issued[0]["parts"][-1]["inlineData"]["data"]
+    assert Path(first["image"]).read_bytes() == base64.b64decode(issued)
+    sid = str(first["session"])
+
+    ref = _png(tmp_path / "logo.png")
+    r = await cli("edit", "--session", sid, "--ref", str(ref), "--json", "add this logo")
+    assert (r.code, r.json["version"]) == (0, 2)
+    last = gemini.requests[-1].body["contents"][-1]
+    assert last["parts"][1]["inlineData"]["data"] == base64.b64encode(ref.read_bytes()).decode()
+    # The session kept --aspect and --size from the first call.
+    assert gemini.requests[-1].body["generationConfig"]["imageConfig"] == {
+        "aspectRatio": "16:9", "imageSize": "2K"}
+
+    r = await cli("undo", sid, "--json")
+    assert r.code == 0 and r.json["head"] == 1
+    assert [v["version"] for v in r.json["versions"]] == [1, 2]
+    assert r.json["versions"][1] == {"version": 2, "parent": 1, "instruction": "add this logo",
+                                     "approved": False, "image": r.json["versions"][1]["image"]}
+
+    r = await cli("retry", sid, "--json")  # the head is v1 now: a sibling of v1
+    assert (r.json["status"], r.json["version"]) == ("ok", 3)
+    assert len(gemini.requests[-1].body["contents"]) == 1
+
+    r = await cli("revert", sid, "v2", "--json")
+    assert r.json["head"] == 2
+    r = await cli("approve", sid, "--by", "director", "--json")
+    assert [v["approved"] for v in r.json["versions"]] == [False, True, False]
+
+    r = await cli("history", sid, "--json")
+    assert set(r.json) == {"session", "head", "versions"} and r.json["head"] == 2
+    r = await cli("history", sid)
+    assert "* v2" in r.out and "approved by director" in r.out
+
+    out = tmp_path / "export"
+    r = await cli("export", sid, str(out))
+    assert r.code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [v["image"] for v in manifest["versions"]] == ["v1.jpg", "v2.jpg", "v3.jpg"]
+    assert manifest["versions"][1]["approvals"][0]["by"] == "director"
+    assert manifest["versions"][2]["parent"] is None and manifest["head"] == 2
+    assert manifest["settings"] == {"model": "gemini-3.1-flash-image", "aspect_ratio": "16:9",
+                                    "image_size": "2K"}
+    assert (out / "v1.jpg").read_bytes() == Path(first["image"]).read_bytes()
+    assert API_KEY not in (out / "manifest.json").read_text()
+
+
+async def test_text_blocked_and_failed_answers(cli: Cli, gemini):
+    gemini.script.append(Behaviour.text_only("Which poster do you mean?"))
+    r = await cli("edit", "--json", "the poster")
+    assert (r.code, r.json) == (0, {"session": 1, "status": "text",
+                                    "text": "Which poster do you mean?"})
+    gemini.script.append(Behaviour.blocked_prompt("PROHIBITED_CONTENT"))
+    r = await cli("edit", "--session", "1", "--json", "something prohibited")
+    assert r.code == 3
+    assert r.json["status"] == "blocked" and r.json["reason"] == "PROHIBITED_CONTENT"
+    assert r.json["message"].endswith(".") and "Traceback" not in r.err
+    gemini.script.append(Behaviour.rate_limited("1s", per_day=True))
+    r = await cli("edit", "--session", "1", "--json", "a poster")
+    assert (r.code, r.json["status"], r.json["reason"]) == (3, "failed", "quota_exhausted")
+    r = await cli("history", "1", "--json")
+    assert r.json == {"session": 1, "head": None, "versions": []}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["edit", "--aspect", "7:3", "x"], {}, "does not take aspect ratio 7:3"),
+        (["edit", "--size", "2k", "--model", "pro", "--aspect", "1:8", "x"], {}, "1:8"),
+        (["edit", "--size", "512", "--model", "pro", "x"], {}, "does not take size 512"),
+        (["edit", "--session", "42", "x"], {}, "There is no session 42."),
+        (["undo", "42"], {}, "There is no session 42."),
+        (["edit", "--ref", "REF_PDF", "x"], {}, "PDF"),
+        (["edit", "--ref", "missing.png", "x"], {}, "Cannot read reference missing.png"),
+        (["edit", "x"], {"GEMINI_API_KEY": "", "THREADEDIT_ENGINE": "gemini"}, "GEMINI_API_KEY"),
+        (["edit", "x"], {"THREADEDIT_ENGINE": "dalle"}, "THREADEDIT_ENGINE"),
+        (["edit", "x"], {"GEMINI_BASE_URL": "ftp://x"}, "GEMINI_BASE_URL"),
+        (["edit", "x"], {"THREADEDIT_MAX_CONCURRENCY": "lots"}, "THREADEDIT_MAX_CONCURRENCY"),
+    ],
+)
+async def test_bad_input_is_one_sentence_and_sends_nothing(cli: Cli, gemini, tmp_path, args, env,
+                                                           needle):
+    (tmp_path / "fake.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << >> endobj\n")
+    args = [str(tmp_path / "fake.pdf") if a == "REF_PDF" else a for a in args]
+    r = await cli(*args, **env)
+    assert r.code == 2, (r.out, r.err)
+    assert needle in r.err and "Traceback" not in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    assert gemini.requests == []
+
+
+async def test_offline_engine_through_the_same_cli(tmp_path: Path):
+    cli = Cli(tmp_path, _env(tmp_path))  # no key: the local engine, said in one line
+    r = await cli("edit", "--aspect", "16:9", "--json", "a poster in navy and orange")
+    assert r.code == 0, r.err
+    assert "offline local engine" in r.err
+    img = Image.open(r.json["image"])
+    assert img.format == "JPEG" and abs(img.width / img.height - 16 / 9) < 0.01
+    r = await cli("edit", "--session", "1", "--json", "make it black and white")
+    assert r.json["version"] == 2
+    px = Image.open(r.json["image"]).convert("RGB").resize((8, 8)).tobytes()
+    assert all(max(px[i:i + 3]) - min(px[i:i + 3]) <= 8 for i in range(0, len(px), 3))
+    r = await cli("edit", "--session", "1", "--json", "do a backflip")
+    assert r.json["status"] == "text" and "only understands" in r.json["text"]
+    r = await cli("undo", "1", "--json")
+    assert r.json["head"] == 1

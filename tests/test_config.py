@@ -1,0 +1,70 @@
+"""Settings from the environment and .env: defaults, aliases, and one sentence per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+ENV_NAMES = ["GEMINI_API_KEY", "GEMINI_BASE_URL", "THREADEDIT_ENGINE", "THREADEDIT_MODEL",
+             "THREADEDIT_DATA_DIR", "THREADEDIT_IMAGE_SIZE", "THREADEDIT_ASPECT_RATIO",
+             "THREADEDIT_MAX_CONCURRENCY", "XDG_DATA_HOME"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_choose_the_local_engine_and_say_so(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    s = load_settings()
+    assert s.engine_name == "local" and "offline local engine" in (s.engine_notice or "")
+    assert s.model == "gemini-3.1-flash-image" and s.image_size == "1K"
+    assert s.data_dir == tmp_path / "xdg" / "threadedit"
+    assert s.gemini_base_url == "https://generativelanguage.googleapis.com"
+
+
+def test_dot_env_is_read_and_blank_values_mean_default(tmp_path) -> None:
+    (tmp_path / ".env").write_text(
+        "GEMINI_API_KEY=abc\nTHREADEDIT_MODEL=pro\nTHREADEDIT_DATA_DIR=\nTHREADEDIT_ENGINE=\n"
+        "THREADEDIT_IMAGE_SIZE=2k\nGEMINI_BASE_URL=http://127.0.0.1:9999/\n")
+    s = load_settings()
+    assert s.engine_name == "gemini" and s.engine_notice is None
+    assert s.model == "gemini-3-pro-image" and s.image_size == "2K"
+    assert s.data_dir.name == "threadedit"
+    assert s.gemini_base_url == "http://127.0.0.1:9999"
+    assert "abc" not in repr(s)  # the key is a secret even in a repr
+
+
+def test_unknown_model_ids_pass_through(monkeypatch) -> None:
+    monkeypatch.setenv("THREADEDIT_MODEL", "gemini-9-ultra-image")
+    assert load_settings().model == "gemini-9-ultra-image"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("THREADEDIT_ENGINE", "dalle", "THREADEDIT_ENGINE"),
+        ("THREADEDIT_MAX_CONCURRENCY", "0", "THREADEDIT_MAX_CONCURRENCY"),
+        ("GEMINI_BASE_URL", "generativelanguage.googleapis.com", "GEMINI_BASE_URL"),
+        ("THREADEDIT_IMAGE_SIZE", "3K", "does not take size 3K"),
+        ("THREADEDIT_ASPECT_RATIO", "2:1", "does not take aspect ratio 2:1"),
+    ],
+)
+def test_bad_values_are_one_sentence(monkeypatch, name, value, needle) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    text = str(err.value)
+    assert needle in text and "\n" not in text and "pydantic" not in text.lower()
+
+
+def test_gemini_engine_without_a_key_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("THREADEDIT_ENGINE", "gemini")
+    with pytest.raises(ConfigError, match="GEMINI_API_KEY is not set"):
+        load_settings().require_engine_ready()
