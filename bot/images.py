@@ -34,16 +34,11 @@ _DAMAGED_KINDS = {
 }
 _HEIF_KINDS = {"image/heic", "image/avif"}
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError)
-_DESCRIPTIONS = {
-    "application/pdf": "a PDF",
-    "application/postscript": "a PostScript file",
-    "application/zip": "a ZIP archive or Office document",
-    "application/gzip": "a compressed archive",
-    "image/svg+xml": "an SVG drawing",
-    "text/html": "a web page (HTML)",
-    "application/xml": "an XML file",
-    "text/plain": "a text file",
-    "video/mp4": "a video",
+_DESCRIPTIONS = {  # what non-images look like, for the refusal sentence
+    "application/pdf": "a PDF", "application/postscript": "a PostScript file",
+    "application/zip": "a ZIP archive or Office document", "application/gzip": "an archive",
+    "image/svg+xml": "an SVG drawing", "text/html": "a web page (HTML)",
+    "application/xml": "an XML file", "text/plain": "a text file", "video/mp4": "a video",
     "video/quicktime": "a video",
 }
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1",
@@ -76,10 +71,7 @@ class ImageRejected(ValueError):
         self.message = message
 
 
-# ---------------------------------------------------------------------------------------------
-# Public API
-
-
+# --- public API ------------------------------------------------------------------------------
 def sniff_mime(data: bytes) -> str | None:
     """The type the magic bytes say, image or not (e.g. application/pdf, text/html); else None."""
     head = data[:32]
@@ -167,12 +159,10 @@ def thumbnail(data: bytes, max_side: int = 320) -> bytes:
     return _encode(small, "JPEG", quality=85)
 
 
-# ---------------------------------------------------------------------------------------------
-# Opening and decoding
-
-
+# --- opening and decoding --------------------------------------------------------------------
 def _refuse_non_images(kind: str | None, who: str) -> None:
-    if kind in _HEIF_KINDS and not _heif_available() and kind not in _pillow_kinds():
+    native = kind == "image/avif" and "AVIF" in _open_formats()  # Pillow >= 11.2 reads AVIF
+    if kind in _HEIF_KINDS and not native and not _heif_available():
         name = "a HEIC photo" if kind == "image/heic" else "an AVIF image"
         raise ImageRejected(
             "unsupported", f"{who} is {name}, which can't be read here; please send a PNG or JPEG."
@@ -199,10 +189,9 @@ def _open(data: bytes, who: str, kind: str | None, max_pixels: int) -> ImageFile
     except (UnidentifiedImageError, *_DECODE_ERRORS):
         raise _unreadable(who, kind) from None
     width, height = im.size
-    if width < 1 or height < 1 or width * height > max_pixels:
-        im.close()
-        if width < 1 or height < 1:
-            raise _unreadable(who, kind)
+    if width < 1 or height < 1:
+        raise _unreadable(who, kind)
+    if width * height > max_pixels:
         raise _too_many(who, (width, height), width * height, max_pixels)
     return im
 
@@ -277,10 +266,7 @@ def _normalise(data: bytes, im: ImageFile.ImageFile, who: str, limits: ImageLimi
     return CheckedImage(out, mime, img_size[0], img_size[1], " ".join(notes) or None)
 
 
-# ---------------------------------------------------------------------------------------------
-# Encoding helpers
-
-
+# --- encoding --------------------------------------------------------------------------------
 def _output_format(fmt: str, img: Image.Image, animated: bool) -> str:
     if animated or _has_alpha(img):
         return "PNG"
@@ -353,10 +339,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img.convert("F").point(lambda v: (v - low) * 255 / span).convert("L")
 
 
-# ---------------------------------------------------------------------------------------------
-# Small helpers
-
-
+# --- small helpers ---------------------------------------------------------------------------
 _heif_lock = threading.Lock()
 _heif_state: list[bool] = []  # empty until we tried to import pillow_heif
 
@@ -372,11 +355,6 @@ def _heif_available() -> bool:
                 pillow_heif.register_heif_opener()
                 _heif_state.append(True)
         return _heif_state[0]
-
-
-def _pillow_kinds() -> set[str]:
-    formats = _open_formats()
-    return {"image/avif"} if "AVIF" in formats else set()
 
 
 def _open_formats() -> tuple[str, ...]:

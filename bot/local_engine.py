@@ -74,7 +74,7 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
         ("caption", r"\b(?:caption|add(?: the| some)? text|text|write|label|title)\b[\s:\-]*"
                     r"(?:it\s+|saying\s+|that says\s+|with\s+)?(?:\"(?P<q1>[^\"]+)\"|“(?P<q2>[^”]+)”"
                     r"|'(?P<q3>[^']+)')"),
-        ("border", rf"\b(?:(?P<key>{_C})\s+)?(?:border|frame)(?:d|s)?\b"),
+        ("border", rf"(?<![\w#])(?:(?P<key>{_C})\s+)?(?:border|frame)(?:d|s)?\b"),
         ("combine", r"\b(?:combine|side[\s-]by[\s-]side|next to each other|merge|join)\b"),
         ("stack", r"\b(?:stack(?:ed)?|one above the other|on top of each other)\b"),
         ("paste", r"\b(?:paste|overlay|inset)\b|\bput\s+(?:it|this|that|the \w+)\s+(?:onto|over"

@@ -225,3 +225,10 @@ async def test_bad_requests_raise_engine_error() -> None:
     with pytest.raises(EngineError) as info:
         await ask(body(broken))
     assert info.value.code == "bad_request"
+
+
+async def test_border_in_a_named_colour_keeps_the_size() -> None:
+    text, img = output(await ask(body(user("add a #ff0000 border", Image.new("RGB", (200, 100))))))
+    assert text == "Added a #ff0000 border." and img.size == (200, 100)
+    edge, centre = img.getpixel((1, 50)), img.getpixel((100, 50))
+    assert edge[0] > 200 and centre[0] < 30  # type: ignore[index]
