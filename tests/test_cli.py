@@ -174,3 +174,25 @@ async def test_offline_engine_through_the_same_cli(tmp_path: Path):
     assert r.json["status"] == "text" and "only understands" in r.json["text"]
     r = await cli("undo", "1", "--json")
     assert r.json["head"] == 1
+
+
+async def test_five_turn_seed_scenario_through_the_cli(cli: Cli, gemini):
+    from tests.test_service import FIVE_TURNS
+
+    (text, size), rest = FIVE_TURNS[0], FIVE_TURNS[1:]
+    r = await cli("edit", "--aspect", "16:9", "--size", size, "--json", text)
+    sid = str(r.json["session"])
+    for text, size in rest:
+        r = await cli("edit", "--session", sid, "--size", size, "--json", text)
+        assert r.code == 0 and r.json["status"] == "ok", r.err
+    assert r.json["version"] == 5
+    for i, req in enumerate(gemini.requests):
+        assert req.status == 200
+        contents = req.body["contents"]
+        assert len(contents) == 2 * i + 1
+        assert [contents[2 * j + 1] for j in range(i)] == gemini.issued[:i]
+        assert req.body["generationConfig"]["imageConfig"] == {
+            "aspectRatio": "16:9", "imageSize": FIVE_TURNS[i][1]}
+    r = await cli("history", sid, "--json")
+    assert [(v["version"], v["parent"]) for v in r.json["versions"]] == [
+        (1, None), (2, 1), (3, 2), (4, 3), (5, 4)]
