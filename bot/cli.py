@@ -165,11 +165,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_adapters(settings: Settings) -> int:
-    """Until the Slack, Discord and playground adapters land, say what to use instead."""
-    print("No chat adapter is available in this build yet (Slack, Discord and the playground "
-          "are coming); use the CLI, e.g. threadedit edit \"a lighthouse at dusk, navy and "
-          "orange\".", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    # The chat adapters live outside the core; the core never imports a platform library,
+    # so they are loaded only for this command.
+    from adapters.runner import run
+
+    return asyncio.run(run(settings))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -276,3 +276,36 @@ class SessionStore:
              "detail": json.loads(r["detail"]), "at": r["at"]}
             for r in rows
         ]
+
+    # Chat posts and inbound events
+
+    async def claim_event(self, platform: str, event_key: str) -> bool:
+        """True the first time a platform event is seen; False for every redelivery."""
+        cur = await self._write(
+            "INSERT OR IGNORE INTO inbound_events (platform, event_key, received_at) VALUES (?,?,?)",
+            (platform, event_key, utcnow()),
+        )
+        return cur.rowcount == 1
+
+    async def record_post(
+        self, platform: str, channel: str, message_id: str, session_id: int, turn_id: int | None,
+        kind: str,
+    ) -> None:
+        await self._write(
+            "INSERT OR IGNORE INTO posts (platform, channel, message_id, session_id, turn_id, kind,"
+            " created_at) VALUES (?,?,?,?,?,?,?)",
+            (platform, channel, message_id, session_id, turn_id, kind, utcnow()),
+        )
+
+    async def find_post(self, platform: str, channel: str, message_id: str) -> aiosqlite.Row | None:
+        return await self._one(
+            "SELECT * FROM posts WHERE platform=? AND channel=? AND message_id=?",
+            (platform, channel, message_id),
+        )
+
+    async def post_for_turn(self, turn_id: int, kind: str) -> str | None:
+        row = await self._one(
+            "SELECT message_id FROM posts WHERE turn_id=? AND kind=? ORDER BY id LIMIT 1",
+            (turn_id, kind),
+        )
+        return row["message_id"] if row else None

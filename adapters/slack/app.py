@@ -1,0 +1,88 @@
+"""Building and serving the Slack app: Socket Mode with an app token, else HTTP mode."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.backend import SlackBackend
+from adapters.slack.files import SlackFiles
+from adapters.slack.listeners import register
+from adapters.slack.settings import SlackSettings
+from bot.app import App
+from bot.chat.core import ChatCore
+from bot.service import AccessPolicy, EditService
+
+log = logging.getLogger(__name__)
+
+
+def web_client(settings: SlackSettings) -> AsyncWebClient:
+    assert settings.bot_token is not None
+    return AsyncWebClient(
+        token=settings.bot_token.get_secret_value(),
+        base_url=settings.api_url,
+        # 429s wait for Retry-After; a dropped connection is tried once more.
+        retry_handlers=[AsyncConnectionErrorRetryHandler(),
+                        AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
+    )
+
+
+class SlackAdapter:
+    def __init__(self, settings: SlackSettings, app: App, *, progress_interval: float = 5.0,
+                 files: SlackFiles | None = None) -> None:
+        assert settings.bot_token is not None
+        self.settings = settings
+        client = web_client(settings)
+        self.backend = SlackBackend(client)
+        service = EditService(
+            app.store, app.blobs, app.engine, defaults=app.service.defaults,
+            policy=AccessPolicy(approvers=settings.approvers or None),
+            image_limits=app.service.image_limits)
+        self.core = ChatCore(
+            service, self.backend, max_concurrency=app.settings.max_concurrency,
+            allowed_channels=settings.allowed_channels or None,
+            progress_interval=progress_interval, offline=app.engine.name == "local")
+        self.files = files or SlackFiles(settings.bot_token.get_secret_value(),
+                                         settings.file_origins)
+        secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
+        self.bolt = AsyncApp(
+            client=client,
+            signing_secret=secret,
+            request_verification_enabled=settings.mode == "http",
+            raise_error_for_unhandled_request=True,
+        )
+        register(self.bolt, self.core, self.files)
+        self._runner: web.AppRunner | None = None
+        self._socket = None
+
+    def web_app(self) -> web.Application:
+        return self.bolt.web_app(path="/slack/events")
+
+    async def start(self) -> str:
+        await self.core.start()
+        if self.settings.mode == "socket":
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+            assert self.settings.app_token is not None
+            self._socket = AsyncSocketModeHandler(self.bolt, self.settings.app_token.get_secret_value())
+            await self._socket.connect_async()
+            return "Slack (Socket Mode)"
+        self._runner = web.AppRunner(self.web_app())
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+        return f"Slack (HTTP, POST http://{self.settings.host}:{self.settings.port}/slack/events)"
+
+    async def aclose(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.core.aclose()
+        await self.files.aclose()

@@ -1,0 +1,96 @@
+"""SlackBackend: how ChatCore's posts look in a Slack thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.chat.backend import VersionPost
+from bot.domain import SessionKey
+
+log = logging.getLogger(__name__)
+
+# Slack finishes an upload asynchronously; an image block naming the file can be refused with
+# "invalid slack file" for a moment after. These waits cover that, then we fall back.
+FILE_READY_WAITS = (0.5, 1.0, 2.0, 4.0)
+
+
+def version_blocks(post: VersionPost, file_id: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "image", "slack_file": {"id": file_id}, "alt_text": post.alt_text[:2000],
+         "title": {"type": "plain_text", "text": f"v{post.version}"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": post.caption[:3000]}]},
+        controls_block(post),
+    ]
+
+
+def controls_block(post: VersionPost) -> dict[str, Any]:
+    return {
+        "type": "actions",
+        "block_id": f"te-controls-{post.session_id}-{post.version}",
+        "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": label},
+             "action_id": value, "value": value,
+             **({"style": "primary"} if label == "Approve" else {})}
+            for label, value in post.buttons
+        ],
+    }
+
+
+class SlackBackend:
+    platform = "slack"
+
+    def __init__(self, client: AsyncWebClient,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.client = client
+        self._sleep = sleep
+
+    def mention(self, user: str) -> str:
+        return f"<@{user}>"
+
+    async def post_text(self, key: SessionKey, text: str) -> str:
+        r = await self.client.chat_postMessage(channel=key.channel, thread_ts=key.thread, text=text)
+        return str(r["ts"])
+
+    async def update_text(self, key: SessionKey, message_id: str, text: str) -> None:
+        await self.client.chat_update(channel=key.channel, ts=message_id, text=text)
+
+    async def post_ephemeral(self, key: SessionKey, user: str, text: str) -> None:
+        await self.client.chat_postEphemeral(channel=key.channel, user=user, text=text,
+                                             thread_ts=key.thread)
+
+    async def post_version(self, key: SessionKey, post: VersionPost) -> str:
+        """One message: the image (an uploaded file shown by an image block), caption, buttons."""
+        ext = post.image_path.suffix or ".jpg"
+        data = await asyncio.to_thread(post.image_path.read_bytes)
+        upload = await self.client.files_upload_v2(
+            content=data, filename=f"v{post.version}{ext}", title=f"v{post.version}",
+            alt_txt=post.alt_text[:1000])
+        file_id = str(upload["file"]["id"])
+        fallback = post.caption.replace("*", "")
+        for wait in (*FILE_READY_WAITS, None):
+            try:
+                r = await self.client.chat_postMessage(
+                    channel=key.channel, thread_ts=key.thread, text=fallback,
+                    blocks=version_blocks(post, file_id))
+                return str(r["ts"])
+            except SlackApiError as exc:
+                if exc.response.get("error") != "invalid_blocks" or wait is None:
+                    break
+                await self._sleep(wait)
+        # The image block was not accepted: share the file into the thread instead, and put the
+        # caption and buttons on a message of their own, so nothing is lost.
+        log.warning("slack refused the image block for v%s; sharing the file instead", post.version)
+        await self.client.files_upload_v2(
+            content=data, filename=f"v{post.version}{ext}", title=f"v{post.version}",
+            channel=key.channel, thread_ts=key.thread)
+        r = await self.client.chat_postMessage(
+            channel=key.channel, thread_ts=key.thread, text=fallback,
+            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": post.caption[:3000]}},
+                    controls_block(post)])
+        return str(r["ts"])

@@ -1,0 +1,85 @@
+"""Slack events in, ChatCore calls out. Kept thin: no decisions that Discord would also need."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+
+from adapters.slack.files import SlackFiles
+from bot.chat.backend import IncomingMessage
+from bot.chat.core import ChatCore
+from bot.domain import SessionKey
+
+# Message subtypes that are something a person said; edits, deletions, joins and the bot's
+# own posts are not turns.
+TURN_SUBTYPES = {None, "file_share", "thread_broadcast"}
+_MENTION = re.compile(r"<@[UW][A-Z0-9]+>")
+
+
+def incoming(event: dict[str, Any], team: str, files: SlackFiles, mentioned: bool,
+             bot_user_id: str | None) -> IncomingMessage:
+    text = str(event.get("text") or "")
+    if bot_user_id:
+        text = text.replace(f"<@{bot_user_id}>", " ")
+    text = " ".join(text.split())
+    thread = str(event.get("thread_ts") or event["ts"])
+    return IncomingMessage(
+        key=SessionKey("slack", team, str(event["channel"]), thread),
+        message_id=str(event["ts"]),
+        author=str(event.get("user") or ""),
+        text=text,
+        files=[files.incoming(f) for f in event.get("files") or []],
+        mentioned=mentioned,
+    )
+
+
+def register(app: AsyncApp, core: ChatCore, files: SlackFiles) -> None:
+    def team_of(body: dict[str, Any], context: Any) -> str:
+        return str(context.team_id or body.get("team_id") or "")
+
+    @app.event("app_mention")
+    async def on_mention(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        await core.on_message(incoming(event, team_of(body, context), files, True,
+                                       context.bot_user_id))
+
+    @app.event("message")
+    async def on_message(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        if event.get("subtype") not in TURN_SUBTYPES or event.get("bot_id"):
+            return
+        if not event.get("thread_ts") or event.get("thread_ts") == event.get("ts"):
+            return  # top-level messages start nothing unless they mention us (app_mention)
+        mentioned = bool(context.bot_user_id and f"<@{context.bot_user_id}>" in (event.get("text") or ""))
+        await core.on_message(incoming(event, team_of(body, context), files, mentioned,
+                                       context.bot_user_id))
+
+    async def on_reaction(event: dict[str, Any], body: dict[str, Any], added: bool) -> None:
+        item = event.get("item") or {}
+        if item.get("type") != "message":
+            return
+        await core.on_reaction(str(item["channel"]), str(item["ts"]), str(event["reaction"]),
+                               str(event["user"]), added, f"evt:{body.get('event_id')}")
+
+    @app.event("reaction_added")
+    async def on_reaction_added(event: dict[str, Any], body: dict[str, Any]) -> None:
+        await on_reaction(event, body, True)
+
+    @app.event("reaction_removed")
+    async def on_reaction_removed(event: dict[str, Any], body: dict[str, Any]) -> None:
+        await on_reaction(event, body, False)
+
+    @app.action(re.compile(r"^te:"))
+    async def on_button(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        await core.on_button(str(action.get("value") or action["action_id"]),
+                             str(body["user"]["id"]))
+
+    @app.error
+    async def on_error(error: Exception, body: dict[str, Any], logger: Any) -> BoltResponse:
+        # Unhandled events (message_changed, channel_join, ...) must still get a 200, or Slack
+        # counts failures and may disable the subscription.
+        if type(error).__name__ != "BoltUnhandledRequestError":
+            logger.error("slack listener failed: %s", type(error).__name__)
+        return BoltResponse(status=200, body="")

@@ -1,0 +1,55 @@
+"""Slack settings, read from the environment and .env like the core's."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _split(v: object) -> object:
+    if isinstance(v, str):
+        return frozenset(x.strip() for x in v.replace(" ", ",").split(",") if x.strip())
+    return v
+
+
+class SlackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    approvers: frozenset[str] = Field(default=frozenset(), alias="SLACK_APPROVERS")
+    allowed_channels: frozenset[str] = Field(default=frozenset(), alias="SLACK_ALLOWED_CHANNELS")
+    file_origins: frozenset[str] = Field(
+        default=frozenset({"https://files.slack.com"}), alias="SLACK_FILE_ORIGINS")
+    host: str = Field(default="127.0.0.1", alias="THREADEDIT_HOST")
+    port: int = Field(default=3000, ge=1, le=65535, alias="THREADEDIT_PORT")
+
+    @field_validator("approvers", "allowed_channels", "file_origins", mode="before")
+    @classmethod
+    def _lists(cls, v: object) -> object:
+        return _split(v)
+
+    @field_validator("file_origins", mode="after")
+    @classmethod
+    def _origins(cls, v: frozenset[str]) -> frozenset[str]:
+        return frozenset(o.rstrip("/") for o in v)
+
+    @field_validator("bot_token", "app_token", "signing_secret", mode="before")
+    @classmethod
+    def _blank(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("api_url", mode="after")
+    @classmethod
+    def _slash(cls, v: str) -> str:
+        return v if v.endswith("/") else v + "/"
+
+    @property
+    def configured(self) -> bool:
+        return self.bot_token is not None and (self.app_token or self.signing_secret) is not None
+
+    @property
+    def mode(self) -> str:
+        return "socket" if self.app_token else "http"

@@ -1,0 +1,225 @@
+"""ChatCore: what happens in a chat thread, for every platform.
+
+Adapters turn platform events into `on_message`, `on_reaction` and `on_button` calls; ChatCore
+deduplicates them, runs commands, submits turns to the pipeline, keeps a progress message up to
+date while a turn runs, and posts each result through the platform's ChatBackend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from bot.chat import presenter
+from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, VersionPost
+from bot.chat.commands import ThreadCommand, parse_thread_command
+from bot.chat.controls import BUTTONS, REACTIONS, Control, button_value, parse_button_value
+from bot.domain import OperationRefused, Session, Turn
+from bot.images import ImageRejected
+from bot.pipeline import TurnPipeline
+from bot.results import Attachment, TurnResult
+from bot.service import EditService
+
+log = logging.getLogger(__name__)
+
+
+class ChatCore:
+    def __init__(
+        self,
+        service: EditService,
+        backend: ChatBackend,
+        *,
+        max_concurrency: int = 4,
+        allowed_channels: frozenset[str] | None = None,
+        progress_interval: float = 5.0,
+        offline: bool = False,
+    ) -> None:
+        self.service = service
+        self.store = service.store
+        self.backend = backend
+        self.platform = backend.platform
+        self.allowed_channels = allowed_channels
+        self.progress_interval = progress_interval
+        self.offline = offline
+        self.pipeline = TurnPipeline(service, max_concurrency=max_concurrency, listener=self)
+        self._tickers: dict[int, asyncio.Task[None]] = {}
+
+    async def start(self, resume_max_age: float = 3600.0) -> list[int]:
+        return await self.pipeline.resume_unfinished(resume_max_age)
+
+    async def aclose(self) -> None:
+        for task in self._tickers.values():
+            task.cancel()
+        await self.pipeline.aclose()
+
+    # Messages
+
+    async def on_message(self, msg: IncomingMessage) -> None:
+        key = msg.key
+        if self.allowed_channels is not None and key.channel not in self.allowed_channels:
+            if msg.mentioned:
+                await self.backend.post_ephemeral(
+                    key, msg.author, "I am not enabled in this channel; ask an admin to add it.")
+                await self.store.audit(None, msg.author, "message", "refused",
+                                       channel=key.channel, why="channel not allowed")
+            return
+        # A message is handled once, whichever way it arrives (a retry, or Slack's app_mention
+        # and message events for the same mention).
+        if not await self.store.claim_event(self.platform, f"msg:{key.channel}:{msg.message_id}"):
+            return
+        session = await self.service.find_session(key)
+        if session is None and not msg.mentioned:
+            return
+        command = parse_thread_command(msg.text) if session else None
+        if session and command:
+            await self._command(session, msg, command)
+            return
+        try:
+            attachments = [Attachment(await f.fetch(), f.name) for f in msg.files]
+            turn = await self.service.submit_edit(key, msg.author, msg.text, attachments)
+        except (AttachmentError, OperationRefused, ImageRejected) as exc:
+            await self.backend.post_text(key, f"{self.backend.mention(msg.author)} {exc.message}")
+            return
+        await self._submit(turn)
+
+    async def _command(self, session: Session, msg: IncomingMessage, cmd: ThreadCommand) -> None:
+        key = msg.key
+        try:
+            if cmd.name == "help":
+                await self.backend.post_text(key, presenter.help_text(self.offline))
+            elif cmd.name == "history":
+                view = await self.service.history(session.id)
+                await self.backend.post_text(key, presenter.history_text(view))
+            else:
+                s = await self.service.change_settings(session.id, msg.author, **{cmd.name: cmd.value})
+                await self.backend.post_text(
+                    key, "Settings: " + presenter.settings_line(s.model, s.aspect_ratio, s.image_size))
+        except OperationRefused as exc:
+            await self._refuse(key, msg.author, exc)
+
+    async def _refuse(self, key, user: str, exc: OperationRefused) -> None:  # type: ignore[no-untyped-def]
+        if exc.code == "not_permitted":
+            await self.backend.post_ephemeral(key, user, exc.message)
+        else:
+            await self.backend.post_text(key, f"{self.backend.mention(user)} {exc.message}")
+
+    async def _submit(self, turn: Turn) -> None:
+        session = await self.store.get_session(turn.session_id)
+        waiting = sum(1 for t in await self.store.unfinished_turns()
+                      if t.session_id == turn.session_id and t.id < turn.id)
+        text = presenter.queued_line(waiting) if waiting else presenter.progress_line(
+            await self._next_version(turn.session_id), turn.model, turn.aspect_ratio,
+            turn.image_size, 0)
+        message_id = await self.backend.post_text(session.key, text)
+        await self.store.record_post(self.platform, session.key.channel, message_id, session.id,
+                                     turn.id, "progress")
+        self.pipeline.submit(turn)
+
+    async def _next_version(self, session_id: int) -> int:
+        state = await self.store.load_state(session_id)
+        return max((t.version or 0 for t in state.turns), default=0) + 1
+
+    # Reactions and buttons
+
+    async def on_reaction(self, channel: str, message_id: str, emoji: str, actor: str,
+                          added: bool, event_key: str) -> None:
+        control = REACTIONS.get(emoji)
+        if control is None:
+            return
+        if not added:
+            if control is not Control.APPROVE:
+                return
+            control = Control.WITHDRAW
+        if not await self.store.claim_event(self.platform, event_key):
+            return
+        post = await self.store.find_post(self.platform, channel, message_id)
+        if post is None or post["kind"] != "version":
+            return
+        turn = await self.store.get_turn(post["turn_id"])
+        assert turn.version is not None
+        await self.apply_control(turn.session_id, turn.version, control, actor)
+
+    async def on_button(self, value: str, actor: str) -> None:
+        parsed = parse_button_value(value)
+        if parsed is None:
+            return
+        control, session_id, version = parsed
+        await self.apply_control(session_id, version, control, actor)
+
+    async def apply_control(self, session_id: int, version: int, control: Control,
+                            actor: str) -> None:
+        session = await self.store.get_session(session_id)
+        key, svc = session.key, self.service
+        try:
+            if control is Control.UNDO:
+                state = await self.store.load_state(session_id)
+                head = state.head
+                view = (await svc.undo(session_id, actor) if head and head.version == version
+                        else await svc.revert(session_id, actor, version))
+                await self.backend.post_text(key, f"{view.notice} ({self.backend.mention(actor)})")
+            elif control is Control.RETRY:
+                await self._submit(await svc.submit_retry(session_id, actor, version))
+            elif control is Control.UPSCALE:
+                await self._submit(await svc.submit_upscale(session_id, actor, version))
+            elif control is Control.APPROVE:
+                view = await svc.approve(session_id, actor, version)
+                await self.backend.post_text(key, f"✅ {view.notice}")
+            elif control is Control.WITHDRAW:
+                view = await svc.withdraw_approval(session_id, actor, version)
+                await self.backend.post_text(key, view.notice or "")
+        except OperationRefused as exc:
+            await self._refuse(key, actor, exc)
+
+    # TurnListener: progress and results
+
+    async def turn_started(self, turn: Turn) -> None:
+        version = await self._next_version(turn.session_id)
+        started = time.monotonic()
+        session = await self.store.get_session(turn.session_id)
+        message_id = await self.store.post_for_turn(turn.id, "progress")
+
+        async def tick() -> None:
+            while True:
+                text = presenter.progress_line(version, turn.model, turn.aspect_ratio,
+                                               turn.image_size, time.monotonic() - started)
+                with contextlib.suppress(Exception):  # progress is best effort, never fatal
+                    assert message_id is not None
+                    await self.backend.update_text(session.key, message_id, text)
+                await asyncio.sleep(self.progress_interval)
+
+        if message_id is not None:
+            self._tickers[turn.id] = asyncio.create_task(tick())
+
+    async def turn_finished(self, result: TurnResult) -> None:
+        ticker = self._tickers.pop(result.turn_id, None)
+        if ticker:
+            ticker.cancel()
+        session = await self.store.get_session(result.session_id)
+        key = session.key
+        progress_id = await self.store.post_for_turn(result.turn_id, "progress")
+        if result.status != "ok":
+            text = f"{self.backend.mention(result.author)} {presenter.no_version_line(result)}"
+            if progress_id:
+                await self.backend.update_text(key, progress_id, text)
+            else:
+                await self.backend.post_text(key, text)
+            return
+        assert result.version is not None and result.image_path is not None
+        if await self.store.post_for_turn(result.turn_id, "version"):
+            return  # already posted (a resumed turn): post exactly once
+        post = VersionPost(
+            session_id=result.session_id, version=result.version, image_path=result.image_path,
+            mime=result.mime or "image/jpeg",
+            caption=presenter.caption(result, self.backend.mention(result.author)),
+            alt_text=f"v{result.version}: {result.instruction[:900]}",
+            buttons=[(label, button_value(result.session_id, result.version, c))
+                     for c, label in BUTTONS],
+        )
+        message_id = await self.backend.post_version(key, post)
+        await self.store.record_post(self.platform, key.channel, message_id, session.id,
+                                     result.turn_id, "version")
+        if progress_id:
+            with contextlib.suppress(Exception):
+                await self.backend.update_text(key, progress_id, f"v{result.version} is ready.")
