@@ -57,6 +57,7 @@ class Harness:
                  approvers: str = "") -> None:
         self.slack, self.gemini, self.data_dir, self.approvers = slack, gemini, data_dir, approvers
         self.event_no = 0
+        self.allowed = ""
 
     async def start(self) -> Harness:
         self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
@@ -68,7 +69,8 @@ class Harness:
         self.adapter = SlackAdapter(
             SlackSettings(SLACK_BOT_TOKEN=TOKEN, SLACK_SIGNING_SECRET=SECRET,
                           SLACK_API_URL=self.slack.api_url, SLACK_APPROVERS=self.approvers,
-                          SLACK_FILE_ORIGINS=self.slack.files_origin),
+                          SLACK_FILE_ORIGINS=self.slack.files_origin,
+                          SLACK_ALLOWED_CHANNELS=self.allowed),
             self.app, progress_interval=0.05)
         self.adapter.backend._sleep = _no_sleep
         await self.adapter.core.start()
@@ -383,3 +385,23 @@ async def test_the_token_never_reaches_the_logs(slack, gemini, data_dir, caplog)
     await eventually(lambda: len(h.versions()) == 2)
     await h.stop()
     assert caplog.records and TOKEN not in caplog.text and SECRET not in caplog.text
+
+
+async def test_slack_429_is_retried_after_retry_after(bot: Harness):
+    bot.slack.rate_limit_next["chat.postMessage"] = 0
+    await bot.mention("a poster")
+    await eventually(bot.versions)
+    posts = [c.status for c in bot.slack.calls if c.method == "chat.postMessage"]
+    assert posts[0] == 429 and posts[1] == 200
+
+
+async def test_channels_outside_the_allowed_list_are_refused(slack, gemini, data_dir):
+    h = Harness(slack, gemini, data_dir)
+    h.allowed = "COTHER"
+    await h.start()
+    await h.mention("a poster")
+    await eventually(lambda: slack.ephemerals)
+    assert "not enabled in this channel" in slack.ephemerals[0]["text"]
+    await h.settle()
+    assert gemini.requests == [] and h.versions() == []
+    await h.stop()
