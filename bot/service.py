@@ -60,6 +60,21 @@ class AccessPolicy:
         return self.settings_changers is None or user in self.settings_changers
 
 
+def settings_after(
+    current: tuple[str, str | None, str | None],
+    model: str | None,
+    aspect: str | None,
+    size: str | None,
+) -> tuple[str, str | None, str | None]:
+    """(model, aspect, size) once the given changes apply, checked against the model's lists."""
+    new_model = catalog.resolve_model(model) if model else current[0]
+    try:
+        return (new_model, catalog.check_aspect(new_model, aspect or current[1]),
+                catalog.check_size(new_model, size or current[2]))
+    except catalog.SettingRejected as exc:
+        raise OperationRefused(str(exc), "bad_setting") from None
+
+
 class EditService:
     def __init__(
         self,
@@ -107,12 +122,8 @@ class EditService:
             await self.store.audit(session_id, actor, "settings", "refused")
             raise OperationRefused("Only the people allowed to change settings can do that here.",
                                    "not_permitted")
-        new_model = catalog.resolve_model(model) if model else session.model
-        try:
-            new_aspect = catalog.check_aspect(new_model, aspect or session.aspect_ratio)
-            new_size = catalog.check_size(new_model, size or session.image_size)
-        except catalog.SettingRejected as exc:
-            raise OperationRefused(str(exc), "bad_setting") from None
+        new_model, new_aspect, new_size = settings_after(
+            (session.model, session.aspect_ratio, session.image_size), model, aspect, size)
         await self.store.update_settings(session_id, model=new_model, aspect=new_aspect,
                                          size=new_size)
         await self.store.audit(session_id, actor, "settings", "ok", model=new_model,
@@ -153,15 +164,10 @@ class EditService:
             session = await self.store.find_session(target)
         else:
             session = await self.store.get_session(target)
-        base = session or Session(0, SessionKey("", "", "", ""), self.defaults.model,
-                                  self.defaults.aspect_ratio, self.defaults.image_size, None,
-                                  author, "", "")
-        new_model = catalog.resolve_model(model) if model else base.model
-        try:
-            new_aspect = catalog.check_aspect(new_model, aspect or base.aspect_ratio)
-            new_size = catalog.check_size(new_model, size or base.image_size)
-        except catalog.SettingRejected as exc:
-            raise OperationRefused(str(exc), "bad_setting") from None
+        d = self.defaults
+        current = ((session.model, session.aspect_ratio, session.image_size) if session
+                   else (d.model, d.aspect_ratio, d.image_size))
+        new_model, new_aspect, new_size = settings_after(current, model, aspect, size)
         if session is None:
             assert isinstance(target, SessionKey)
             session = await self.store.create_session(target, author, new_model, new_aspect,

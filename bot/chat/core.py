@@ -16,7 +16,7 @@ from bot.chat import presenter
 from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, VersionPost
 from bot.chat.commands import ThreadCommand, parse_thread_command
 from bot.chat.controls import BUTTONS, REACTIONS, Control, button_value, parse_button_value
-from bot.domain import OperationRefused, Session, Turn
+from bot.domain import OperationRefused, Session, SessionKey, Turn
 from bot.images import ImageRejected
 from bot.pipeline import TurnPipeline
 from bot.results import Attachment, TurnResult
@@ -99,7 +99,7 @@ class ChatCore:
         except OperationRefused as exc:
             await self._refuse(key, msg.author, exc)
 
-    async def _refuse(self, key, user: str, exc: OperationRefused) -> None:  # type: ignore[no-untyped-def]
+    async def _refuse(self, key: SessionKey, user: str, exc: OperationRefused) -> None:
         if exc.code == "not_permitted":
             await self.backend.post_ephemeral(key, user, exc.message)
         else:
