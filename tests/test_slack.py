@@ -405,3 +405,12 @@ async def test_channels_outside_the_allowed_list_are_refused(slack, gemini, data
     await h.settle()
     assert gemini.requests == [] and h.versions() == []
     await h.stop()
+
+
+async def test_progress_line_is_updated_while_the_turn_runs(bot: Harness):
+    bot.gemini.script.append(Behaviour.slow(0.4))
+    await bot.mention("a slow poster")
+    await eventually(bot.versions)
+    updates = [c.args["text"] for c in bot.slack.calls if c.method == "chat.update"]
+    working = [t for t in updates if t.startswith("Working on v1 · Nano Banana 2 · auto aspect · 1K")]
+    assert len(working) >= 2 and updates[-1] == "v1 is ready."
