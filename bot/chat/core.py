@@ -107,19 +107,14 @@ class ChatCore:
 
     async def _submit(self, turn: Turn) -> None:
         session = await self.store.get_session(turn.session_id)
-        waiting = sum(1 for t in await self.store.unfinished_turns()
-                      if t.session_id == turn.session_id and t.id < turn.id)
+        waiting = await self.store.unfinished_before(turn.session_id, turn.id)
         text = presenter.queued_line(waiting) if waiting else presenter.progress_line(
-            await self._next_version(turn.session_id), turn.model, turn.aspect_ratio,
+            await self.store.next_version(turn.session_id), turn.model, turn.aspect_ratio,
             turn.image_size, 0)
         message_id = await self.backend.post_text(session.key, text)
         await self.store.record_post(self.platform, session.key.channel, message_id, session.id,
                                      turn.id, "progress")
         self.pipeline.submit(turn)
-
-    async def _next_version(self, session_id: int) -> int:
-        state = await self.store.load_state(session_id)
-        return max((t.version or 0 for t in state.turns), default=0) + 1
 
     # Reactions and buttons
 
@@ -175,22 +170,22 @@ class ChatCore:
     # TurnListener: progress and results
 
     async def turn_started(self, turn: Turn) -> None:
-        version = await self._next_version(turn.session_id)
+        message_id = await self.store.post_for_turn(turn.id, "progress")
+        if message_id is None:
+            return
+        version = await self.store.next_version(turn.session_id)
         started = time.monotonic()
         session = await self.store.get_session(turn.session_id)
-        message_id = await self.store.post_for_turn(turn.id, "progress")
 
         async def tick() -> None:
             while True:
                 text = presenter.progress_line(version, turn.model, turn.aspect_ratio,
                                                turn.image_size, time.monotonic() - started)
                 with contextlib.suppress(Exception):  # progress is best effort, never fatal
-                    assert message_id is not None
                     await self.backend.update_text(session.key, message_id, text)
                 await asyncio.sleep(self.progress_interval)
 
-        if message_id is not None:
-            self._tickers[turn.id] = asyncio.create_task(tick())
+        self._tickers[turn.id] = asyncio.create_task(tick())
 
     async def turn_finished(self, result: TurnResult) -> None:
         ticker = self._tickers.pop(result.turn_id, None)

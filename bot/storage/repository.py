@@ -202,6 +202,21 @@ class SessionStore:
             raise KeyError(f"no turn {turn_id}")
         return _turn(row)
 
+    async def next_version(self, session_id: int) -> int:
+        """The number the session's next version will get (inside a transaction: will get)."""
+        row = await self._one(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM turns WHERE session_id=?", (session_id,))
+        assert row is not None
+        return int(row[0])
+
+    async def unfinished_before(self, session_id: int, turn_id: int) -> int:
+        """How many earlier turns of the session are still queued or running."""
+        row = await self._one(
+            "SELECT COUNT(*) FROM turns WHERE session_id=? AND id<? AND state IN ('queued','running')",
+            (session_id, turn_id))
+        assert row is not None
+        return int(row[0])
+
     async def unfinished_turns(self) -> list[Turn]:
         rows = await self._all("SELECT * FROM turns WHERE state IN ('queued','running') ORDER BY id")
         return [_turn(r) for r in rows]
@@ -227,14 +242,7 @@ class SessionStore:
     ) -> Turn:
         """Record the outcome; a version gets the next number and becomes the head, atomically."""
         async with self.transaction() as db:
-            version = None
-            if state is TurnState.DONE:
-                row = await self._one(
-                    "SELECT COALESCE(MAX(version), 0) + 1 FROM turns WHERE session_id=?",
-                    (turn.session_id,),
-                )
-                assert row is not None
-                version = row[0]
+            version = await self.next_version(turn.session_id) if state is TurnState.DONE else None
             await db.execute(
                 "UPDATE turns SET state=?, model_content=?, version=?, image_blob=?, image_mime=?,"
                 " text_reply=?, reason=?, message=?, usage=?, finished_at=? WHERE id=?",
