@@ -20,6 +20,11 @@ class ConfigError(Exception):
     """A missing or malformed setting. The message is one sentence naming the variable."""
 
 
+def blank_as_none(value: object) -> object:
+    """An empty `NAME=` line in .env means "not set", not "set to nothing"."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "threadedit"
@@ -48,20 +53,15 @@ class Settings(BaseSettings):
         default="INFO", alias="THREADEDIT_LOG_LEVEL"
     )
 
-    @field_validator("engine", "aspect_ratio", mode="before")
+    @field_validator("engine", "aspect_ratio", "gemini_api_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
-        return None if isinstance(v, str) and not v.strip() else v
+        return blank_as_none(v)
 
     @field_validator("data_dir", mode="before")
     @classmethod
     def _blank_dir_is_default(cls, v: object) -> object:
         return _default_data_dir() if isinstance(v, str) and not v.strip() else v
-
-    @field_validator("gemini_api_key", mode="before")
-    @classmethod
-    def _blank_key_is_unset(cls, v: object) -> object:
-        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("model", mode="after")
     @classmethod

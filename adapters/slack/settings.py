@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.config import blank_as_none
+
 
 def _split(v: object) -> object:
     if isinstance(v, str):
@@ -39,7 +41,7 @@ class SlackSettings(BaseSettings):
     @field_validator("bot_token", "app_token", "signing_secret", mode="before")
     @classmethod
     def _blank(cls, v: object) -> object:
-        return None if isinstance(v, str) and not v.strip() else v
+        return blank_as_none(v)
 
     @field_validator("api_url", mode="after")
     @classmethod
