@@ -74,6 +74,18 @@ def resolve_model(name: str) -> str:
     return ALIASES.get(name.lower(), name)
 
 
+def check_model(name: str) -> str:
+    """The model id for a name someone typed. Ids we have no entry for still pass when they look
+    like a Gemini image model (new ones appear faster than releases), so a typo is caught here
+    rather than as a 404 after the turn was queued."""
+    model = resolve_model(name)
+    if model in MODELS or (model.startswith("gemini-") and "image" in model):
+        return model
+    raise SettingRejected(
+        f"I don't know the model '{name.strip()[:60]}'; use flash, pro, or a Gemini image model id "
+        f"such as {PRO}.")
+
+
 def spec_for(model: str) -> ModelSpec:
     known = MODELS.get(model)
     if known:

@@ -68,7 +68,10 @@ class Settings(BaseSettings):
     def _resolve_alias(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must name a model id or one of the aliases flash, pro")
-        return catalog.resolve_model(v)
+        try:
+            return catalog.check_model(v)
+        except catalog.SettingRejected:
+            raise ValueError(f"must be flash, pro or a Gemini image model id such as {catalog.PRO}") from None
 
     @field_validator("gemini_base_url", mode="after")
     @classmethod

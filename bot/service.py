@@ -67,8 +67,8 @@ def settings_after(
     size: str | None,
 ) -> tuple[str, str | None, str | None]:
     """(model, aspect, size) once the given changes apply, checked against the model's lists."""
-    new_model = catalog.resolve_model(model) if model else current[0]
     try:
+        new_model = catalog.check_model(model) if model else current[0]
         return (new_model, catalog.check_aspect(new_model, aspect or current[1]),
                 catalog.check_size(new_model, size or current[2]))
     except catalog.SettingRejected as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from bot.gemini.client import GeminiEngine
 from bot.storage.blobs import BlobStore
 from bot.storage.repository import SessionStore
 from tests.fakes.gemini_server import FakeGemini
+from tests.fakes.slack_server import FakeSlack
 
 API_KEY = "test-key-5a2b7c"
 
@@ -56,3 +58,27 @@ async def service(
     engine = make_engine(gemini, timeout=5.0)
     yield EditService(store, blobs, engine, defaults=SessionDefaults(image_size="1K"))
     await engine.aclose()
+
+
+@pytest.fixture(autouse=True)
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    # slack_sdk's clients read proxy variables and ignore NO_PROXY, so loopback fakes would break.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    from tests.slack_harness import TOKEN
+
+    async with FakeSlack(bot_token=TOKEN, bot_user_id="UBOT", team_id="T1") as fake:
+        yield fake
+
+
+@pytest.fixture
+async def bot(slack: FakeSlack, gemini: FakeGemini, data_dir: Path) -> AsyncIterator[Any]:
+    from tests.slack_harness import Harness
+
+    h = await Harness(slack, gemini, data_dir, approvers="UDIR,UANA").start()
+    yield h
+    await h.stop()

@@ -54,6 +54,7 @@ def test_unknown_model_ids_pass_through(monkeypatch) -> None:
         ("GEMINI_BASE_URL", "generativelanguage.googleapis.com", "GEMINI_BASE_URL"),
         ("THREADEDIT_IMAGE_SIZE", "3K", "does not take size 3K"),
         ("THREADEDIT_ASPECT_RATIO", "2:1", "does not take aspect ratio 2:1"),
+        ("THREADEDIT_MODEL", "dall-e-3", "THREADEDIT_MODEL must be flash, pro or a Gemini image model id"),
     ],
 )
 def test_bad_values_are_one_sentence(monkeypatch, name, value, needle) -> None:

@@ -14,10 +14,14 @@ a 200 HTML sign-in page. files_upload_v2 = files.getUploadURLExternal -> POST ra
 (no token) -> files.completeUploadExternal (query-string args, `files` a JSON string), whose file
 objects still have empty `shares` (Slack shares asynchronously); the posted message and files.info
 show the share.
+
+Socket Mode: `apps.connections.open` (app token only) hands out `ws://.../link`; the socket says
+`hello`, `socket_send` pushes an envelope and `socket_acks` records each envelope's ack.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import mimetypes
@@ -89,9 +93,14 @@ def _ts_key(ts: str) -> tuple[int, int]:
 
 class FakeSlack:
     def __init__(
-        self, bot_token: str = "xoxb-test-token", *, bot_user_id: str = "UBOT", team_id: str = "T1"
+        self, bot_token: str = "xoxb-test-token", *, bot_user_id: str = "UBOT", team_id: str = "T1",
+        app_token: str = "xapp-1-test-app-token",
     ) -> None:
         self.bot_token, self.bot_user_id, self.team_id = bot_token, bot_user_id, team_id
+        self.app_token = app_token
+        self.sockets: list[web.WebSocketResponse] = []
+        self.socket_acks: dict[str, Json] = {}  # envelope id -> the ack the app sent
+        self._socket_open = asyncio.Event()
         self.bot_id = "B" + bot_user_id.lstrip("UW")
         self.api_url = ""
         self.files_origin = ""
@@ -117,7 +126,7 @@ class FakeSlack:
             "reactions.add": partial(self._react, "add"), "reactions.remove": partial(self._react, "remove"),
             "files.getUploadURLExternal": self._get_upload_url, "files.info": self._files_info,
             "files.completeUploadExternal": self._complete_upload, "users.info": self._users_info,
-            "conversations.replies": self._replies,
+            "conversations.replies": self._replies, "apps.connections.open": self._connections_open,
         }
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -126,6 +135,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/v1/{key}", self._upload)
         app.router.add_get("/files-pri/{team_file}/{tail:.+}", self._download)
+        app.router.add_get("/link", self._socket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -134,6 +144,8 @@ class FakeSlack:
         self.api_url = f"{self.files_origin}/api/"
 
     async def stop(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -219,7 +231,8 @@ class FakeSlack:
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else _text(args.get("token"))
         if not token:
             return {"ok": False, "error": "not_authed"}
-        if token != self.bot_token:
+        # apps.connections.open takes the app-level token and nothing else, as on Slack.
+        if token != (self.app_token if method == "apps.connections.open" else self.bot_token):
             return {"ok": False, "error": "invalid_auth"}
         if method in self.rate_limit_next:
             seconds = self.rate_limit_next.pop(method)
@@ -459,6 +472,39 @@ class FakeSlack:
                       "profile": {"real_name": real, "display_name": name}}
         user.update(self.users.get(uid, {}))
         return {"user": user}
+
+    async def _connections_open(self, args: Json) -> Json:
+        return {"url": f"{self.files_origin.replace('http', 'ws', 1)}/link?ticket={secrets.token_hex(8)}"}
+
+    # ---- Socket Mode --------------------------------------------------------------------------
+    async def wait_socket(self) -> None:
+        await self._socket_open.wait()
+
+    async def socket_send(self, payload: Json, envelope_type: str = "events_api") -> str:
+        """Push one envelope to every open socket; return its envelope id."""
+        envelope_id = secrets.token_hex(8)
+        envelope = {"envelope_id": envelope_id, "type": envelope_type, "payload": payload,
+                    "accepts_response_payload": envelope_type != "events_api",
+                    "retry_attempt": 0, "retry_reason": ""}
+        for ws in self.sockets:
+            await ws.send_json(envelope)
+        return envelope_id
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": len(self.sockets),
+                            "debug_info": {"host": "fake-slack"}, "connection_info": {"app_id": "A1"}})
+        self._socket_open.set()
+        try:
+            async for msg in ws:
+                if msg.type.name == "TEXT":
+                    ack = json.loads(msg.data)
+                    self.socket_acks[ack.get("envelope_id", "")] = ack
+        finally:
+            self.sockets.remove(ws)
+        return ws
 
     # ---- files.slack.com ----------------------------------------------------------------------
     async def _download(self, request: web.Request) -> web.Response:

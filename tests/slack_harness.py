@@ -1,0 +1,177 @@
+"""A running threadedit Slack adapter for tests, and ways to send it what Slack would send."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from aiohttp.test_utils import TestServer
+from PIL import Image
+from slack_sdk.signature import SignatureVerifier
+
+from adapters.slack.app import SlackAdapter
+from adapters.slack.settings import SlackSettings
+from bot.app import App
+from bot.config import load_settings
+from bot.service import EditService, SessionDefaults
+from bot.storage.blobs import BlobStore
+from bot.storage.repository import SessionStore
+from tests.conftest import make_engine
+from tests.fakes.gemini_server import FakeGemini
+from tests.fakes.slack_server import FakeSlack
+
+TOKEN = "xoxb-9999-secret-token-abc"
+SECRET = "signing-secret-123"
+CHANNEL = "C0CHAN"
+ROOT_TS = "1700000000.000100"
+
+
+class Harness:
+    """One running threadedit Slack adapter, and ways to send it what Slack would send."""
+
+    def __init__(self, slack: FakeSlack, gemini: FakeGemini, data_dir: Path,
+                 approvers: str = "", *, socket_mode: bool = False) -> None:
+        self.slack, self.gemini, self.data_dir, self.approvers = slack, gemini, data_dir, approvers
+        self.socket_mode = socket_mode
+        self.event_no = 0
+        self.allowed = ""
+        self.server: TestServer | None = None
+
+    async def start(self) -> Harness:
+        self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
+        engine = make_engine(self.gemini)
+        blobs = BlobStore(self.data_dir / "blobs")
+        service = EditService(self.store, blobs, engine, defaults=SessionDefaults())
+        settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir))
+        self.app = App(settings, self.store, blobs, engine, service)
+        self.adapter = SlackAdapter(
+            SlackSettings(SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=self.slack.api_url,
+                          SLACK_APPROVERS=self.approvers, SLACK_FILE_ORIGINS=self.slack.files_origin,
+                          SLACK_ALLOWED_CHANNELS=self.allowed,
+                          **({"SLACK_APP_TOKEN": self.slack.app_token} if self.socket_mode
+                             else {"SLACK_SIGNING_SECRET": SECRET})),
+            self.app, progress_interval=0.05)
+        self.adapter.backend._sleep = _no_sleep
+        if self.socket_mode:
+            self.started_as = await self.adapter.start()
+            await self.slack.wait_socket()
+            return self
+        await self.adapter.core.start()
+        self.server = TestServer(self.adapter.web_app(), host="127.0.0.1")
+        await self.server.start_server()
+        self.http = httpx.AsyncClient(base_url=str(self.server.make_url("/")))
+        return self
+
+    async def stop(self) -> None:
+        await self.adapter.core.pipeline.join()
+        if self.server is not None:
+            await self.http.aclose()
+            await self.server.close()
+        await self.adapter.aclose()
+        await self.app.engine.aclose()
+        await self.store.close()
+
+    async def post(self, body: str, content_type: str, *, secret: str = SECRET,
+                   retry: int | None = None) -> httpx.Response:
+        ts = str(int(time.time()))
+        headers = {"content-type": content_type, "x-slack-request-timestamp": ts,
+                   "x-slack-signature": SignatureVerifier(secret).generate_signature(
+                       timestamp=ts, body=body)}
+        if retry is not None:
+            headers |= {"x-slack-retry-num": str(retry), "x-slack-retry-reason": "http_timeout"}
+        return await self.http.post("/slack/events", content=body.encode(), headers=headers)
+
+    async def event(self, event: dict[str, Any], *, event_id: str | None = None,
+                    **kw: Any) -> Any:
+        self.event_no += 1
+        envelope = {"token": "x", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+                    "event": event, "event_id": event_id or f"Ev{self.event_no:08d}",
+                    "event_time": int(time.time())}
+        if self.socket_mode:
+            return await self.over_socket(envelope, "events_api")
+        return await self.post(json.dumps(envelope), "application/json", **kw)
+
+    async def over_socket(self, payload: dict[str, Any], envelope_type: str) -> Any:
+        """Send an envelope over Socket Mode and return the app's ack (it must come)."""
+        envelope_id = await self.slack.socket_send(payload, envelope_type)
+        return await eventually(lambda: self.slack.socket_acks.get(envelope_id))
+
+    async def mention(self, text: str, ts: str = ROOT_TS, user: str = "UANA") -> httpx.Response:
+        return await self.event({"type": "app_mention", "user": user, "text": f"<@UBOT> {text}",
+                                 "ts": ts, "channel": CHANNEL, "event_ts": ts})
+
+    async def reply(self, text: str, ts: str, *, user: str = "UANA",
+                    files: list[dict] | None = None, **extra: Any) -> httpx.Response:
+        event = {"type": "message", "user": user, "text": text, "ts": ts, "thread_ts": ROOT_TS,
+                 "channel": CHANNEL, "event_ts": ts, "channel_type": "channel", **extra}
+        if files:
+            event |= {"subtype": "file_share", "files": files}
+        return await self.event(event)
+
+    async def react(self, name: str, message_ts: str, user: str = "UANA",
+                    added: bool = True) -> httpx.Response:
+        return await self.event({"type": "reaction_added" if added else "reaction_removed",
+                                 "user": user, "reaction": name, "item_user": "UBOT",
+                                 "item": {"type": "message", "channel": CHANNEL, "ts": message_ts},
+                                 "event_ts": str(time.time())})
+
+    async def click(self, message: dict, label: str, user: str = "UANA") -> Any:
+        button = next(e for b in message["blocks"] if b["type"] == "actions"
+                      for e in b["elements"] if e["text"]["text"] == label)
+        payload = {"type": "block_actions", "user": {"id": user, "team_id": "T1"},
+                   "team": {"id": "T1"}, "api_app_id": "A1", "token": "x", "trigger_id": "1.2",
+                   "channel": {"id": CHANNEL},
+                   "container": {"type": "message", "message_ts": message["ts"],
+                                 "channel_id": CHANNEL, "is_ephemeral": False},
+                   "message": message, "response_url": "http://127.0.0.1:9/r",
+                   "actions": [{"action_id": button["action_id"], "value": button["value"],
+                                "block_id": "b", "type": "button", "action_ts": "1"}]}
+        if self.socket_mode:
+            return await self.over_socket(payload, "interactive")
+        return await self.post("payload=" + quote(json.dumps(payload)),
+                               "application/x-www-form-urlencoded")
+
+    def thread(self) -> list[dict]:
+        return self.slack.messages_in_thread(CHANNEL, ROOT_TS)
+
+    def versions(self) -> list[dict]:
+        return [m for m in self.thread()
+                if any(b.get("type") == "image" for b in m.get("blocks") or [])]
+
+    async def settle(self) -> None:
+        await asyncio.sleep(0.05)
+        await self.adapter.core.pipeline.join()
+        await asyncio.sleep(0.05)
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+async def eventually(cond: Callable[[], Any], within: float = 15.0) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def png(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def texts(h: Harness) -> list[str]:
+    return [m.get("text") or "" for m in h.thread()]
+
+
