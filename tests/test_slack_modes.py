@@ -3,16 +3,23 @@ its fallback when Slack will not show an uploaded file in an image block, and `m
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.domain import SessionKey
+from tests.conftest import API_KEY
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.slack_server import FakeSlack
-from tests.slack_harness import CHANNEL, ROOT_TS, Harness, eventually, texts
+from tests.slack_harness import CHANNEL, ROOT_TS, SECRET, TOKEN, Harness, eventually, texts
+from tests.test_cli import _env
 
 
 @pytest.fixture
@@ -92,6 +99,8 @@ async def test_an_image_block_refused_falls_back_to_sharing_the_file(bot: Harnes
 async def test_model_pro_changes_the_model_of_the_next_turn(bot: Harness):
     await bot.mention("a teapot")
     await eventually(bot.versions)
+    await bot.reply("help", "1700000001.0")
+    await eventually(lambda: any("Commands: `aspect 16:9`" in t for t in texts(bot)))
     await bot.reply("model pro", "1700000001.1")
     await eventually(lambda: any(t.startswith("Settings: Nano Banana Pro") for t in texts(bot)))
     await bot.reply("in porcelain", "1700000001.2")
@@ -106,3 +115,37 @@ async def test_model_pro_changes_the_model_of_the_next_turn(bot: Harness):
 
 def _key() -> SessionKey:
     return SessionKey("slack", "T1", CHANNEL, ROOT_TS)
+
+
+async def test_threadedit_run_says_what_it_started_and_stops_on_sigterm(
+        tmp_path: Path, slack: FakeSlack, gemini: FakeGemini):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = _env(tmp_path, SLACK_BOT_TOKEN=TOKEN, SLACK_SIGNING_SECRET=SECRET,
+               SLACK_API_URL=slack.api_url, THREADEDIT_PORT=str(port),
+               GEMINI_API_KEY=API_KEY, GEMINI_BASE_URL=gemini.base_url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+    assert line.startswith(f"threadedit: started Slack (HTTP, POST http://127.0.0.1:{port}/slack/events)")
+    assert "engine gemini" in line
+    async with httpx.AsyncClient() as http:  # it really serves, and answers unsigned requests 401
+        r = await http.post(f"http://127.0.0.1:{port}/slack/events", content=b"{}")
+    assert r.status_code == 401
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    rest = (await proc.stderr.read()).decode()
+    assert TOKEN not in line + rest and "Traceback" not in rest
+
+
+async def test_threadedit_run_with_nothing_configured_says_how(tmp_path: Path):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", cwd=tmp_path, env=_env(tmp_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert "No chat adapter is configured" in err.decode() and "SLACK_BOT_TOKEN" in err.decode()

@@ -34,6 +34,17 @@ def web_client(settings: SlackSettings) -> AsyncWebClient:
     )
 
 
+class _DropTokenSkippedWarning(logging.Filter):
+    # AsyncApp reads SLACK_BOT_TOKEN itself and warns that it is unused when a client is given
+    # too; we give the client on purpose (our base URL and retry handlers), so the warning is noise.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+BOLT_LOG = logging.getLogger("adapters.slack.bolt")
+BOLT_LOG.addFilter(_DropTokenSkippedWarning())
+
+
 class SlackAdapter:
     def __init__(self, settings: SlackSettings, app: App, *, progress_interval: float = 5.0,
                  files: SlackFiles | None = None) -> None:
@@ -57,6 +68,7 @@ class SlackAdapter:
             signing_secret=secret,
             request_verification_enabled=settings.mode == "http",
             raise_error_for_unhandled_request=True,
+            logger=BOLT_LOG,
         )
         register(self.bolt, self.core, self.files)
         self._runner: web.AppRunner | None = None
