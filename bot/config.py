@@ -52,11 +52,32 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="THREADEDIT_LOG_LEVEL"
     )
+    # Set when the playground is reachable from elsewhere (behind a proxy): it then serves only
+    # signed, expiring gallery links, and the chat adapters post such links in threads.
+    public_url: str | None = Field(default=None, alias="THREADEDIT_PUBLIC_URL")
+    link_secret: SecretStr | None = Field(default=None, alias="THREADEDIT_LINK_SECRET")
+    # Capped at a year: a link that outlives that is, in practice, one that never expires.
+    link_ttl_hours: float = Field(default=168.0, gt=0, le=8760, alias="THREADEDIT_LINK_TTL_HOURS")
 
     @field_validator("engine", "aspect_ratio", "gemini_api_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return blank_as_none(v)
+
+    @field_validator("public_url", "link_secret", mode="before")
+    @classmethod
+    def _blank_link_setting_is_unset(cls, v: object) -> object:
+        return blank_as_none(v)
+
+    @field_validator("public_url", mode="after")
+    @classmethod
+    def _check_public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip().rstrip("/")
+        if not v.startswith(("https://", "http://")) or "?" in v or "#" in v:
+            raise ValueError("must be the http(s) address people open, such as https://edit.example.com")
+        return v
 
     @field_validator("data_dir", mode="before")
     @classmethod

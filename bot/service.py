@@ -51,10 +51,14 @@ class AccessPolicy:
     """Who may do what. `None` means anyone."""
 
     approvers: frozenset[str] | None = None
+    approver_roles: frozenset[str] | None = None  # platform roles (ids or names) that may approve
     settings_changers: frozenset[str] | None = None
 
-    def may_approve(self, user: str) -> bool:
-        return self.approvers is None or user in self.approvers
+    def may_approve(self, user: str, roles: frozenset[str] = frozenset()) -> bool:
+        if self.approvers is None and self.approver_roles is None:
+            return True
+        return bool((self.approvers and user in self.approvers)
+                    or (self.approver_roles and roles & self.approver_roles))
 
     def may_change_settings(self, user: str) -> bool:
         return self.settings_changers is None or user in self.settings_changers
@@ -304,10 +308,11 @@ class EditService:
         return await self.history(
             session_id, notice=f"Back to v{version}; the next instruction edits it.")
 
-    async def approve(self, session_id: int, actor: str, version: int | None = None) -> HistoryView:
+    async def approve(self, session_id: int, actor: str, version: int | None = None, *,
+                      roles: frozenset[str] = frozenset()) -> HistoryView:
         state = await self.store.load_state(session_id)
         target = self._approval_target(state, version)
-        if not self.policy.may_approve(actor):
+        if not self.policy.may_approve(actor, roles):
             await self.store.audit(session_id, actor, "approve", "refused", version=target.version)
             raise OperationRefused("Only the configured approvers can approve versions.",
                                    "not_permitted")
@@ -319,11 +324,12 @@ class EditService:
         return await self.history(session_id, notice=f"v{target.version} approved by {actor}.")
 
     async def withdraw_approval(
-        self, session_id: int, actor: str, version: int | None = None
+        self, session_id: int, actor: str, version: int | None = None, *,
+        roles: frozenset[str] = frozenset(),
     ) -> HistoryView:
         state = await self.store.load_state(session_id)
         target = self._approval_target(state, version)
-        if not self.policy.may_approve(actor):
+        if not self.policy.may_approve(actor, roles):
             await self.store.audit(session_id, actor, "withdraw", "refused", version=target.version)
             raise OperationRefused("Only the configured approvers can withdraw approvals.",
                                    "not_permitted")

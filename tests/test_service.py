@@ -164,6 +164,21 @@ async def test_approvals_are_permitted_recorded_and_withdrawn(store, blobs, gemi
     await engine.aclose()
 
 
+async def test_an_approver_role_lets_its_members_approve(store, blobs, gemini):
+    engine = make_engine(gemini)
+    policy = AccessPolicy(approver_roles=frozenset({"Art Director", "3000"}))
+    service = EditService(store, blobs, engine, policy=policy)
+    r = await edit(service, "a label")
+    with pytest.raises(OperationRefused, match="approvers"):
+        await service.approve(r.session_id, "502", roles=frozenset({"Moderator"}))
+    with pytest.raises(OperationRefused, match="approvers"):
+        await service.approve(r.session_id, "502")
+    view = await service.approve(r.session_id, "501", roles=frozenset({"3000"}))
+    assert view.versions[0].approved_by == ["501"]
+    assert AccessPolicy().may_approve("anyone") and not policy.may_approve("anyone")
+    await engine.aclose()
+
+
 async def test_bad_input_is_refused_before_anything_is_sent(service, gemini, store):
     with pytest.raises(OperationRefused, match="does not take aspect ratio 7:3"):
         await service.submit_edit(KEY, "ana", "a tree", aspect="7:3")

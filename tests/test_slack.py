@@ -54,7 +54,7 @@ async def test_buttons_undo_retry_and_approve(bot: Harness):
     await eventually(lambda: len(bot.versions()) == 3)
     assert len(bot.gemini.requests[-1].body["contents"]) == 1  # a sibling of v1: no history
     await bot.click(v1, "Approve", user="UDIR")
-    await eventually(lambda: any("v1 approved by UDIR" in t for t in texts(bot)))
+    await eventually(lambda: any("v1 approved by <@UDIR>" in t for t in texts(bot)))
     await bot.click(v2, "4K")
     await eventually(lambda: len(bot.versions()) == 4)
     assert bot.gemini.requests[-1].body["generationConfig"]["imageConfig"]["imageSize"] == "4K"
@@ -76,9 +76,9 @@ async def test_reactions_revert_retry_approve_and_withdraw(bot: Harness):
     await bot.react("repeat", v2["ts"])
     await eventually(lambda: len(bot.versions()) == 4)
     await bot.react("white_check_mark", v2["ts"], user="UDIR")
-    await eventually(lambda: any("v2 approved by UDIR" in t for t in texts(bot)))
+    await eventually(lambda: any("v2 approved by <@UDIR>" in t for t in texts(bot)))
     await bot.react("white_check_mark", v2["ts"], user="UDIR", added=False)
-    await eventually(lambda: any("UDIR withdrew the approval of v2" in t for t in texts(bot)))
+    await eventually(lambda: any("<@UDIR> withdrew the approval of v2" in t for t in texts(bot)))
     # v4 (the retry of v2, so a child of v1) is the head: ↩️ on it undoes to its parent.
     await bot.react("leftwards_arrow_with_hook", bot.versions()[-1]["ts"])
     await eventually(lambda: any(t.startswith("Back to v1.") for t in texts(bot)))
@@ -200,7 +200,7 @@ async def test_restart_between_two_turns_continues_the_session(slack, gemini, da
     sent = gemini.requests[-1].body["contents"]
     assert sent[1] == gemini.issued[0] and len(sent) == 3
     await h.click(v1, "Approve")  # a button on a message posted before the restart
-    await eventually(lambda: any("v1 approved by UANA" in t for t in texts(h)))
+    await eventually(lambda: any("v1 approved by <@UANA>" in t for t in texts(h)))
     await h.stop()
 
 

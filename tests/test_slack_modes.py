@@ -49,7 +49,7 @@ async def test_socket_mode_acks_events_and_runs_the_whole_flow(socket_bot: Harne
     assert click_ack["envelope_id"]
     await eventually(lambda: any("Back to v1" in t for t in texts(socket_bot)))
     await socket_bot.react("white_check_mark", v1["ts"])
-    await eventually(lambda: any("v1 approved by UANA" in t for t in texts(socket_bot)))
+    await eventually(lambda: any("v1 approved by <@UANA>" in t for t in texts(socket_bot)))
     users = [c["parts"][0]["text"] for c in socket_bot.gemini.requests[-1].body["contents"]
              if c["role"] == "user"]
     assert users == ["a paper boat", "on a blue pond"]
@@ -93,7 +93,7 @@ async def test_an_image_block_refused_falls_back_to_sharing_the_file(bot: Harnes
     await bot.click(controls, "Retry")
     await eventually(lambda: len(bot.gemini.requests) == 2)
     await bot.react("white_check_mark", controls["ts"], user="UDIR")
-    await eventually(lambda: any("v1 approved by UDIR" in t for t in texts(bot)))
+    await eventually(lambda: any("v1 approved by <@UDIR>" in t for t in texts(bot)))
 
 
 async def test_model_pro_changes_the_model_of_the_next_turn(bot: Harness):

@@ -10,7 +10,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.chat.backend import VersionPost
+from bot.chat.backend import IncomingMessage, VersionPost
 from bot.domain import SessionKey
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,15 @@ class SlackBackend:
 
     def mention(self, user: str) -> str:
         return f"<@{user}>"
+
+    def post_channel(self, key: SessionKey) -> str:
+        return key.channel
+
+    async def open_thread(self, msg: IncomingMessage) -> bool:
+        return True  # a Slack thread exists as soon as someone replies to a message
+
+    async def show_working(self, key: SessionKey) -> None:
+        return None  # bots have no typing indicator over the Events API
 
     async def post_text(self, key: SessionKey, text: str) -> str:
         r = await self.client.chat_postMessage(channel=key.channel, thread_ts=key.thread, text=text)

@@ -36,6 +36,10 @@ class IncomingMessage:
     text: str
     files: Sequence[IncomingFile] = field(default_factory=tuple)
     mentioned: bool = False  # addressed to the bot: may start a session
+    roles: frozenset[str] = frozenset()  # the author's platform roles (ids and names), if any
+    # The platform opens a new thread on this message when it starts a session (Discord); the
+    # key's thread is then the id that thread will have.
+    needs_thread: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,20 @@ class ChatBackend(Protocol):
     platform: str
 
     def mention(self, user: str) -> str: ...
+
+    def post_channel(self, key: SessionKey) -> str:
+        """The channel id the platform reports for messages posted in this session's thread
+        (Slack: the channel; Discord: the thread itself), so reactions map back to posts."""
+        ...
+
+    async def open_thread(self, msg: IncomingMessage) -> bool:
+        """Open the thread a new session lives in (only asked when `msg.needs_thread`). On
+        failure, tell the user where they wrote and return False."""
+        ...
+
+    async def show_working(self, key: SessionKey) -> None:
+        """A platform's own sign of activity while a turn runs (Discord's typing); may do nothing."""
+        ...
 
     async def post_text(self, key: SessionKey, text: str) -> str:
         """Post in the thread; return the new message's id."""

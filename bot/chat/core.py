@@ -56,14 +56,19 @@ class ChatCore:
 
     # Messages
 
+    async def channel_refusal(self, key: SessionKey, user: str) -> str | None:
+        """None when the bot works in this channel; else the sentence for the user (audited)."""
+        if self.allowed_channels is None or key.channel in self.allowed_channels:
+            return None
+        await self.store.audit(None, user, "message", "refused", channel=key.channel,
+                               why="channel not allowed")
+        return presenter.CHANNEL_NOT_ALLOWED
+
     async def on_message(self, msg: IncomingMessage) -> None:
         key = msg.key
         if self.allowed_channels is not None and key.channel not in self.allowed_channels:
-            if msg.mentioned:
-                await self.backend.post_ephemeral(
-                    key, msg.author, "I am not enabled in this channel; ask an admin to add it.")
-                await self.store.audit(None, msg.author, "message", "refused",
-                                       channel=key.channel, why="channel not allowed")
+            if msg.mentioned and (refusal := await self.channel_refusal(key, msg.author)):
+                await self.backend.post_ephemeral(key, msg.author, refusal)
             return
         # A message is handled once, whichever way it arrives (a retry, or Slack's app_mention
         # and message events for the same mention).
@@ -71,6 +76,8 @@ class ChatCore:
             return
         session = await self.service.find_session(key)
         if session is None and not msg.mentioned:
+            return
+        if session is None and msg.needs_thread and not await self.backend.open_thread(msg):
             return
         command = parse_thread_command(msg.text) if session else None
         if session and command:
@@ -112,14 +119,14 @@ class ChatCore:
             await self.store.next_version(turn.session_id), turn.model, turn.aspect_ratio,
             turn.image_size, 0)
         message_id = await self.backend.post_text(session.key, text)
-        await self.store.record_post(self.platform, session.key.channel, message_id, session.id,
-                                     turn.id, "progress")
+        await self.store.record_post(self.platform, self.backend.post_channel(session.key),
+                                     message_id, session.id, turn.id, "progress")
         self.pipeline.submit(turn)
 
     # Reactions and buttons
 
     async def on_reaction(self, channel: str, message_id: str, emoji: str, actor: str,
-                          added: bool, event_key: str) -> None:
+                          added: bool, event_key: str, roles: frozenset[str] = frozenset()) -> None:
         control = REACTIONS.get(emoji)
         if control is None:
             return
@@ -134,17 +141,17 @@ class ChatCore:
             return
         turn = await self.store.get_turn(post["turn_id"])
         assert turn.version is not None
-        await self.apply_control(turn.session_id, turn.version, control, actor)
+        await self.apply_control(turn.session_id, turn.version, control, actor, roles)
 
-    async def on_button(self, value: str, actor: str) -> None:
+    async def on_button(self, value: str, actor: str, roles: frozenset[str] = frozenset()) -> None:
         parsed = parse_button_value(value)
         if parsed is None:
             return
         control, session_id, version = parsed
-        await self.apply_control(session_id, version, control, actor)
+        await self.apply_control(session_id, version, control, actor, roles)
 
     async def apply_control(self, session_id: int, version: int, control: Control,
-                            actor: str) -> None:
+                            actor: str, roles: frozenset[str] = frozenset()) -> None:
         session = await self.store.get_session(session_id)
         key, svc = session.key, self.service
         try:
@@ -159,11 +166,13 @@ class ChatCore:
             elif control is Control.UPSCALE:
                 await self._submit(await svc.submit_upscale(session_id, actor, version))
             elif control is Control.APPROVE:
-                view = await svc.approve(session_id, actor, version)
-                await self.backend.post_text(key, f"✅ {view.notice}")
+                view = await svc.approve(session_id, actor, version, roles=roles)
+                await self.backend.post_text(key, presenter.approval_line(
+                    view, version, actor, self.backend.mention(actor)))
             elif control is Control.WITHDRAW:
-                view = await svc.withdraw_approval(session_id, actor, version)
-                await self.backend.post_text(key, view.notice or "")
+                view = await svc.withdraw_approval(session_id, actor, version, roles=roles)
+                await self.backend.post_text(key, presenter.approval_line(
+                    view, version, actor, self.backend.mention(actor)))
         except OperationRefused as exc:
             await self._refuse(key, actor, exc)
 
@@ -183,6 +192,8 @@ class ChatCore:
                                                turn.image_size, time.monotonic() - started)
                 with contextlib.suppress(Exception):  # progress is best effort, never fatal
                     await self.backend.update_text(session.key, message_id, text)
+                with contextlib.suppress(Exception):
+                    await self.backend.show_working(session.key)
                 await asyncio.sleep(self.progress_interval)
 
         self._tickers[turn.id] = asyncio.create_task(tick())
@@ -213,8 +224,8 @@ class ChatCore:
                      for c, label in BUTTONS],
         )
         message_id = await self.backend.post_version(key, post)
-        await self.store.record_post(self.platform, key.channel, message_id, session.id,
-                                     result.turn_id, "version")
+        await self.store.record_post(self.platform, self.backend.post_channel(key), message_id,
+                                     session.id, result.turn_id, "version")
         if progress_id:
             with contextlib.suppress(Exception):
                 await self.backend.update_text(key, progress_id, f"v{result.version} is ready.")

@@ -6,6 +6,15 @@ from bot import catalog
 from bot.local_engine import VOCABULARY
 from bot.results import HistoryView, TurnResult
 
+CHANNEL_NOT_ALLOWED = "I am not enabled in this channel; ask an admin to add it."
+
+
+def approval_line(view: HistoryView, version: int, actor: str, actor_label: str) -> str:
+    """The service's notice names people by id; in a thread they are shown as the platform shows them."""
+    notice = (view.notice or "").replace(f"by {actor}", f"by {actor_label}")
+    notice = notice.replace(f"{actor} withdrew", f"{actor_label} withdrew")
+    return f"✅ {notice}" if notice.startswith(f"v{version} approved") else notice
+
 
 def elapsed(seconds: float) -> str:
     s = int(seconds)
