@@ -6,10 +6,18 @@ import asyncio
 import contextlib
 import signal
 import sys
+from typing import Protocol
 
+from adapters.discord.settings import DiscordSettings
 from adapters.slack.settings import SlackSettings
 from bot.app import open_app
 from bot.config import ConfigError, Settings
+
+
+class Adapter(Protocol):
+    async def start(self) -> str: ...
+
+    async def aclose(self) -> None: ...
 
 
 def configured_slack() -> SlackSettings | None:
@@ -25,18 +33,38 @@ def configured_slack() -> SlackSettings | None:
     return slack
 
 
-async def run(settings: Settings) -> int:
-    slack = configured_slack()
-    if slack is None:
-        print("No chat adapter is configured: set SLACK_BOT_TOKEN with SLACK_APP_TOKEN or "
-              "SLACK_SIGNING_SECRET (see README). Discord and the playground are coming; "
-              "meanwhile the CLI works: threadedit edit \"a lighthouse at dusk\".", file=sys.stderr)
-        return 2
-    from adapters.slack.app import SlackAdapter
+def configured_discord() -> DiscordSettings | None:
+    discord_settings = DiscordSettings()
+    return discord_settings if discord_settings.token is not None else None
 
+
+async def run(settings: Settings) -> int:
+    slack, discord_settings = configured_slack(), configured_discord()
+    if slack is None and discord_settings is None:
+        print("No chat adapter is configured: set SLACK_BOT_TOKEN with SLACK_APP_TOKEN or "
+              "SLACK_SIGNING_SECRET, or DISCORD_TOKEN (see README). Without either, try "
+              "`threadedit playground` or the CLI: threadedit edit \"a lighthouse at dusk\".",
+              file=sys.stderr)
+        return 2
     async with open_app(settings) as app:
-        adapter = SlackAdapter(slack, app)
-        print(f"threadedit: started {await adapter.start()}; engine {app.engine.name}.",
+        adapters: list[Adapter] = []
+        started: list[str] = []
+        try:
+            if slack is not None:
+                from adapters.slack.app import SlackAdapter
+
+                adapters.append(SlackAdapter(slack, app))
+                started.append(await adapters[-1].start())
+            if discord_settings is not None:
+                from adapters.discord.app import DiscordAdapter
+
+                adapters.append(DiscordAdapter(discord_settings, app))
+                started.append(await adapters[-1].start())
+        except ConfigError:  # e.g. a token the platform refused: close what did start, then say so
+            for adapter in reversed(adapters):
+                await adapter.aclose()
+            raise
+        print(f"threadedit: started {' and '.join(started)}; engine {app.engine.name}.",
               file=sys.stderr)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -44,5 +72,6 @@ async def run(settings: Settings) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        await adapter.aclose()
+        for adapter in reversed(adapters):
+            await adapter.aclose()
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ class App:
     blobs: BlobStore
     engine: Engine
     service: EditService
+    # One cap on model calls for every adapter in the process (THREADEDIT_MAX_CONCURRENCY).
+    model_slots: asyncio.Semaphore | None = None
 
 
 @asynccontextmanager
@@ -49,7 +52,8 @@ async def open_app(settings: Settings, engine: Engine | None = None) -> AsyncIte
     defaults = SessionDefaults(settings.model, settings.aspect_ratio, settings.image_size)
     service = EditService(store, blobs, engine, defaults=defaults)
     try:
-        yield App(settings, store, blobs, engine, service)
+        yield App(settings, store, blobs, engine, service,
+                  asyncio.Semaphore(settings.max_concurrency))
     finally:
         await engine.aclose()
         await store.close()

@@ -41,10 +41,12 @@ class TurnPipeline:
         *,
         max_concurrency: int = 4,
         listener: TurnListener | None = None,
+        model_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.service = service
         self.listener: TurnListener = listener or _Silent()
-        self._model_calls = asyncio.Semaphore(max_concurrency)
+        # Pipelines of several adapters in one process share one cap on model calls.
+        self._model_calls = model_slots or asyncio.Semaphore(max_concurrency)
         self._queues: dict[int, deque[Turn]] = defaultdict(deque)
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._done: dict[int, asyncio.Future[TurnResult]] = {}
@@ -97,11 +99,14 @@ class TurnPipeline:
             if not queue:
                 self._queues.pop(session_id, None)
 
-    async def resume_unfinished(self, max_age_seconds: float) -> list[int]:
-        """Re-run turns a crash left queued or running; report the ones too old to matter."""
+    async def resume_unfinished(self, max_age_seconds: float,
+                                platform: str | None = None) -> list[int]:
+        """Re-run turns a crash left queued or running (of one platform's sessions, when given:
+        each adapter resumes its own, to post them where they belong); report the ones too old
+        to matter."""
         resumed = []
         now = datetime.now(UTC)
-        for turn in await self.service.store.unfinished_turns():
+        for turn in await self.service.store.unfinished_turns(platform):
             age = (now - datetime.fromisoformat(turn.created_at)).total_seconds()
             if age > max_age_seconds:
                 stale = await self.service.store.finish_turn(

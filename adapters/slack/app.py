@@ -59,7 +59,8 @@ class SlackAdapter:
         self.core = ChatCore(
             service, self.backend, max_concurrency=app.settings.max_concurrency,
             allowed_channels=settings.allowed_channels or None,
-            progress_interval=progress_interval, offline=app.engine.name == "local")
+            progress_interval=progress_interval, offline=app.engine.name == "local",
+            model_slots=app.model_slots)
         self.files = files or SlackFiles(settings.bot_token.get_secret_value(),
                                          settings.file_origins)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None

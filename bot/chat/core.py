@@ -35,6 +35,7 @@ class ChatCore:
         allowed_channels: frozenset[str] | None = None,
         progress_interval: float = 5.0,
         offline: bool = False,
+        model_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.service = service
         self.store = service.store
@@ -43,11 +44,12 @@ class ChatCore:
         self.allowed_channels = allowed_channels
         self.progress_interval = progress_interval
         self.offline = offline
-        self.pipeline = TurnPipeline(service, max_concurrency=max_concurrency, listener=self)
+        self.pipeline = TurnPipeline(service, max_concurrency=max_concurrency, listener=self,
+                                     model_slots=model_slots)
         self._tickers: dict[int, asyncio.Task[None]] = {}
 
     async def start(self, resume_max_age: float = 3600.0) -> list[int]:
-        return await self.pipeline.resume_unfinished(resume_max_age)
+        return await self.pipeline.resume_unfinished(resume_max_age, self.platform)
 
     async def aclose(self) -> None:
         for task in self._tickers.values():
@@ -70,12 +72,14 @@ class ChatCore:
             if msg.mentioned and (refusal := await self.channel_refusal(key, msg.author)):
                 await self.backend.post_ephemeral(key, msg.author, refusal)
             return
-        # A message is handled once, whichever way it arrives (a retry, or Slack's app_mention
-        # and message events for the same mention).
-        if not await self.store.claim_event(self.platform, f"msg:{key.channel}:{msg.message_id}"):
-            return
+        # Most messages in a busy server belong to no session: find that out with one read
+        # before writing anything.
         session = await self.service.find_session(key)
         if session is None and not msg.mentioned:
+            return
+        # A message is handled once, whichever way it arrives (a retry, a replay after a
+        # reconnect, or Slack's app_mention and message events for the same mention).
+        if not await self.store.claim_event(self.platform, f"msg:{key.channel}:{msg.message_id}"):
             return
         if session is None and msg.needs_thread and not await self.backend.open_thread(msg):
             return
@@ -126,10 +130,17 @@ class ChatCore:
     # Reactions and buttons
 
     async def on_reaction(self, channel: str, message_id: str, emoji: str, actor: str,
-                          added: bool, event_key: str, roles: frozenset[str] = frozenset()) -> None:
+                          added: bool, event_key: str | None = None,
+                          roles: frozenset[str] = frozenset()) -> None:
         control = REACTIONS.get(emoji)
         if control is None:
             return
+        if event_key is None:
+            # The platform gives reactions no event id (Discord): each person's reaction is a
+            # toggle, so a replayed add or remove does nothing and a real one always counts.
+            base = f"react:{channel}:{message_id}:{actor}:{emoji}"
+            await self.store.release_event(self.platform, f"{base}:{'-' if added else '+'}")
+            event_key = f"{base}:{'+' if added else '-'}"
         if not added:
             if control is not Control.APPROVE:
                 return

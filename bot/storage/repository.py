@@ -217,8 +217,12 @@ class SessionStore:
         assert row is not None
         return int(row[0])
 
-    async def unfinished_turns(self) -> list[Turn]:
-        rows = await self._all("SELECT * FROM turns WHERE state IN ('queued','running') ORDER BY id")
+    async def unfinished_turns(self, platform: str | None = None) -> list[Turn]:
+        """Queued or running turns, oldest first; only one platform's when given."""
+        rows = await self._all(
+            "SELECT t.* FROM turns t JOIN sessions s ON s.id = t.session_id"
+            " WHERE t.state IN ('queued','running') AND (? IS NULL OR s.platform = ?) ORDER BY t.id",
+            (platform, platform))
         return [_turn(r) for r in rows]
 
     async def mark_running(self, turn_id: int, parent_turn_id: int | None) -> None:
@@ -294,6 +298,21 @@ class SessionStore:
             (platform, event_key, utcnow()),
         )
         return cur.rowcount == 1
+
+    async def release_event(self, platform: str, event_key: str) -> None:
+        """Forget a claimed key, so the same key counts once more (a reaction added again)."""
+        await self._write("DELETE FROM inbound_events WHERE platform=? AND event_key=?",
+                          (platform, event_key))
+
+    async def get_app_state(self, name: str) -> str | None:
+        row = await self._one("SELECT value FROM app_state WHERE name=?", (name,))
+        return row["value"] if row else None
+
+    async def set_app_state(self, name: str, value: str) -> None:
+        await self._write(
+            "INSERT INTO app_state (name, value, updated_at) VALUES (?,?,?) "
+            "ON CONFLICT(name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+            (name, value, utcnow()))
 
     async def record_post(
         self, platform: str, channel: str, message_id: str, session_id: int, turn_id: int | None,

@@ -141,6 +141,9 @@ class FakeGemini:
     def __init__(self, api_key: str = "test-key", *, image_scale: float = 0.125) -> None:
         self.api_key = api_key
         self.image_scale = image_scale
+        # When set, the next final image is exactly these bytes (mime type, data): e.g. one
+        # larger than a chat platform's upload limit.
+        self.next_image: tuple[str, bytes] | None = None
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
         self.script: list[Behaviour] = []
@@ -347,6 +350,10 @@ class FakeGemini:
         g3 = ctx.model in rules.GEMINI3
         image = self._render(ctx, "JPEG" if g3 else "PNG")
         final = {"inlineData": {"mimeType": "image/jpeg" if g3 else "image/png", "data": image}}
+        if self.next_image is not None:
+            mime, data = self.next_image
+            self.next_image = None
+            final = {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}}
         parts: list[dict[str, Any]] = []
         if g3:
             parts.append({"text": f"**Planning turn {ctx.turns}**\n\nComposing the edit.",
