@@ -46,6 +46,12 @@ async def run(settings: Settings) -> int:
               "`threadedit playground` or the CLI: threadedit edit \"a lighthouse at dusk\".",
               file=sys.stderr)
         return 2
+    # Handlers first: a SIGTERM while adapters start still ends in a clean shutdown.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
     async with open_app(settings) as app:
         adapters: list[Adapter] = []
         started: list[str] = []
@@ -66,11 +72,6 @@ async def run(settings: Settings) -> int:
             raise
         print(f"threadedit: started {' and '.join(started)}; engine {app.engine.name}.",
               file=sys.stderr)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         for adapter in reversed(adapters):
             await adapter.aclose()

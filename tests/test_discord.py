@@ -4,10 +4,13 @@ core, and the fake Gemini API."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
 import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,10 +18,12 @@ import pytest
 from PIL import Image
 
 from bot.domain import SessionKey
+from tests.conftest import API_KEY
 from tests.discord_harness import ALICE, BOB, CHANNEL, GUILD, NO_THREADS, DiscordHarness, custom_id
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.gemini_server import FakeGemini
 from tests.slack_harness import eventually, png
+from tests.test_cli import _env
 
 UNDO, RETRY, APPROVE = "\u21a9\ufe0f", "\U0001f501", "\u2705"
 
@@ -251,3 +256,35 @@ async def test_the_token_never_reaches_the_logs(fake, gemini, data_dir, caplog):
     await h.wait_versions(thread, 1)
     await h.stop()
     assert caplog.records and fake.token not in caplog.text
+
+
+async def test_discord_rate_limits_are_waited_out(bot: DiscordHarness):
+    bot.fake.rate_limit_next("POST", r"/channels/\d+/messages", retry_after=0.05, count=2)
+    thread = (await bot.mention("a poster"))["id"]
+    await bot.wait_versions(thread, 1)
+    posts = bot.fake.calls_to("POST", rf"/channels/{thread}/messages")
+    assert [c.status for c in posts[:3]] == [429, 429, 200]
+
+
+async def test_threadedit_run_starts_discord_and_refuses_a_bad_token(
+        tmp_path: Path, fake: FakeDiscord, gemini: FakeGemini):
+    env = _env(tmp_path, DISCORD_TOKEN=fake.token, DISCORD_API_BASE=fake.api_base,
+               GEMINI_API_KEY=API_KEY, GEMINI_BASE_URL=gemini.base_url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+    assert line.startswith("threadedit: started Discord (as threadedit")
+    await fake.wait_connected()
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert "Traceback" not in (await proc.stderr.read()).decode()
+
+    bad = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", cwd=tmp_path, env={**env, "DISCORD_TOKEN": "wrong"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(bad.communicate(), 30)
+    assert bad.returncode == 2
+    assert "Discord refused DISCORD_TOKEN" in err.decode() and "Traceback" not in err.decode()
+    assert "wrong" not in err.decode()

@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 COMMANDS_DIGEST = "discord.commands.digest"
 
+# The bot never joins voice; without these, every start warns that voice libraries are missing.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
 
 def intents_for(message_content: bool) -> discord.Intents:
     intents = discord.Intents.none()
