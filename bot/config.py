@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     aspect_ratio: str | None = Field(default=None, alias="THREADEDIT_ASPECT_RATIO")
     image_size: str | None = Field(default="1K", alias="THREADEDIT_IMAGE_SIZE")
     max_concurrency: int = Field(default=4, ge=1, le=256, alias="THREADEDIT_MAX_CONCURRENCY")
+    # Turns a crash left unfinished are re-run at the next start when younger than this;
+    # older ones are reported failed in their thread (a stale image is worse than a clear note).
+    resume_max_age_seconds: float = Field(
+        default=3600.0, ge=0, alias="THREADEDIT_RESUME_MAX_AGE_SECONDS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="THREADEDIT_LOG_LEVEL"
     )

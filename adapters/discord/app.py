@@ -28,6 +28,7 @@ class DiscordAdapter:
     def __init__(self, settings: DiscordSettings, app: App, *, progress_interval: float = 5.0) -> None:
         assert settings.token is not None
         self.settings = settings
+        self.resume_max_age = app.settings.resume_max_age_seconds
         self.client = ThreadeditClient(api_base=settings.api_base,
                                        message_content=settings.message_content, store=app.store)
         self.backend = DiscordBackend(self.client)
@@ -62,7 +63,7 @@ class DiscordAdapter:
             ready.cancel()
             exc = self._task.exception()
             raise DiscordStartError(str(exc) if exc else "The Discord connection closed at start.")
-        await self.core.start()
+        await self.core.start(self.resume_max_age)
         mode = ("" if self.settings.message_content
                 else "; message content intent off: replies must mention the bot")
         return f"Discord (as {self.client.user}{mode})"

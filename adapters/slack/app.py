@@ -50,6 +50,7 @@ class SlackAdapter:
                  files: SlackFiles | None = None) -> None:
         assert settings.bot_token is not None
         self.settings = settings
+        self.resume_max_age = app.settings.resume_max_age_seconds
         client = web_client(settings)
         self.backend = SlackBackend(client)
         service = EditService(
@@ -79,7 +80,7 @@ class SlackAdapter:
         return self.bolt.web_app(path="/slack/events")
 
     async def start(self) -> str:
-        await self.core.start()
+        await self.core.start(self.resume_max_age)
         if self.settings.mode == "socket":
             from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 

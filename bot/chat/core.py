@@ -49,6 +49,12 @@ class ChatCore:
         self._tickers: dict[int, asyncio.Task[None]] = {}
 
     async def start(self, resume_max_age: float = 3600.0) -> list[int]:
+        """Show outcomes a stop left unshown, then resume (or report) unfinished turns."""
+        for turn in await self.store.undelivered_turns(self.platform):
+            try:
+                await self.turn_finished(await self.service.result_of(turn.id))
+            except Exception:  # one thread we cannot post to must not stop the others
+                log.exception("could not show the outcome of turn %s", turn.id)
         return await self.pipeline.resume_unfinished(resume_max_age, self.platform)
 
     async def aclose(self) -> None:
@@ -222,9 +228,11 @@ class ChatCore:
                 await self.backend.update_text(key, progress_id, text)
             else:
                 await self.backend.post_text(key, text)
+            await self.store.mark_delivered(result.turn_id)
             return
         assert result.version is not None and result.image_path is not None
         if await self.store.post_for_turn(result.turn_id, "version"):
+            await self.store.mark_delivered(result.turn_id)
             return  # already posted (a resumed turn): post exactly once
         post = VersionPost(
             session_id=result.session_id, version=result.version, image_path=result.image_path,
@@ -237,6 +245,7 @@ class ChatCore:
         message_id = await self.backend.post_version(key, post)
         await self.store.record_post(self.platform, self.backend.post_channel(key), message_id,
                                      session.id, result.turn_id, "version")
+        await self.store.mark_delivered(result.turn_id)
         if progress_id:
             with contextlib.suppress(Exception):
                 await self.backend.update_text(key, progress_id, f"v{result.version} is ready.")

@@ -299,6 +299,20 @@ class SessionStore:
         )
         return cur.rowcount == 1
 
+    async def mark_delivered(self, turn_id: int) -> None:
+        await self._write("UPDATE turns SET delivered_at=? WHERE id=? AND delivered_at IS NULL",
+                          (utcnow(), turn_id))
+
+    async def undelivered_turns(self, platform: str) -> list[Turn]:
+        """Finished turns of a platform's sessions whose outcome was never shown in the thread
+        (the process stopped in between): those that have a progress post, oldest first."""
+        rows = await self._all(
+            "SELECT t.* FROM turns t JOIN sessions s ON s.id = t.session_id"
+            " WHERE s.platform = ? AND t.delivered_at IS NULL AND t.state NOT IN ('queued','running')"
+            " AND EXISTS (SELECT 1 FROM posts p WHERE p.turn_id = t.id AND p.kind = 'progress')"
+            " ORDER BY t.id", (platform,))
+        return [_turn(r) for r in rows]
+
     async def release_event(self, platform: str, event_key: str) -> None:
         """Forget a claimed key, so the same key counts once more (a reaction added again)."""
         await self._write("DELETE FROM inbound_events WHERE platform=? AND event_key=?",
