@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from bot.config import Settings
 from bot.engine import Engine
 from bot.service import EditService, SessionDefaults
+from bot.spending import SpendLimits
 from bot.storage.blobs import BlobStore
 from bot.storage.db import make_private_dir
 from bot.storage.repository import SessionStore
@@ -50,7 +51,9 @@ async def open_app(settings: Settings, engine: Engine | None = None) -> AsyncIte
     store = await SessionStore.open(settings.db_path)
     blobs = BlobStore(settings.blob_dir)
     defaults = SessionDefaults(settings.model, settings.aspect_ratio, settings.image_size)
-    service = EditService(store, blobs, engine, defaults=defaults)
+    limits = SpendLimits(user_turns_per_hour=settings.user_turns_per_hour or None,
+                         workspace_daily_usd=settings.daily_budget_usd or None)
+    service = EditService(store, blobs, engine, defaults=defaults, spend_limits=limits)
     try:
         yield App(settings, store, blobs, engine, service,
                   asyncio.Semaphore(settings.max_concurrency))

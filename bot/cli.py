@@ -15,6 +15,7 @@ import logging
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.domain import OperationRefused, SessionKey
 from bot.images import ImageRejected
 from bot.results import Attachment, HistoryView, TurnResult
+from bot.storage.usage import UsageLedger
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_IMAGE = 3
@@ -79,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("dir", type=Path)
 
     sub.add_parser("run", help="start every configured chat adapter")
+
+    u = sub.add_parser("usage", help="spend by workspace, user and session")
+    u.add_argument("--since", type=_day, default=None, metavar="YYYY-MM-DD",
+                   help="first UTC day to count (default: 30 days ago)")
+    u.add_argument("--json", action="store_true")
+
+    pg = sub.add_parser("playground", help="serve the local web playground and the gallery")
+    pg.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    pg.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
     return p
 
 
@@ -87,6 +98,30 @@ def _version(text: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a version number such as 3 or v3")
     return int(value)
+
+
+def _day(text: str) -> str:
+    try:
+        return date.fromisoformat(text.strip()).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2026-11-01") from None
+
+
+def _print_usage(report: dict[str, list[dict[str, Any]]], since: str, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"since": since, **report}, ensure_ascii=False))
+        return 0
+    print(f"Spend since {since} in USD (a call still running counts at its estimate):")
+    labels = {"workspaces": ("workspace",), "users": ("workspace", "user"),
+              "sessions": ("workspace", "session_id")}
+    for group, rows in report.items():
+        print(f"By {group[:-1]}:")
+        if not rows:
+            print("  nothing yet")
+        for row in rows:
+            who = " ".join([row["platform"], *(str(row[c]) for c in labels[group])])
+            print(f"  {who:<40} ${row['usd']:>9.4f}  {row['calls']} calls, {row['images']} images")
+    return 0
 
 
 def _read_refs(paths: list[Path]) -> list[Attachment]:
@@ -157,6 +192,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         }
         if cmd in ops:
             return _print_history(await ops[cmd](app), args.json)
+        if cmd == "usage":
+            since = args.since or (datetime.now(UTC).date() - timedelta(days=30)).isoformat()
+            return _print_usage(await UsageLedger(app.store).report(since), since, args.json)
         if cmd == "export":
             manifest = await svc.export(args.session, args.dir.resolve())
             print(f"Exported session {args.session} to {manifest.parent}")
@@ -172,6 +210,13 @@ def _run_adapters(settings: Settings) -> int:
     return asyncio.run(run(settings))
 
 
+def _run_playground(settings: Settings, host: str, port: int) -> int:
+    # A web server is an adapter too: its module (and aiohttp, jinja2) load for this command only.
+    from adapters.playground.server import serve
+
+    return asyncio.run(serve(settings, host, port))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -181,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         settings.require_engine_ready()
         if args.command == "run":
             return _run_adapters(settings)
+        if args.command == "playground":
+            return _run_playground(settings, args.host, args.port)
         if settings.engine_notice and args.command in ("edit", "retry"):
             print(settings.engine_notice, file=sys.stderr)
         return asyncio.run(_run(args, settings))

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=4, ge=1, le=256, alias="THREADEDIT_MAX_CONCURRENCY")
     # Turns a crash left unfinished are re-run at the next start when younger than this;
     # older ones are reported failed in their thread (a stale image is worse than a clear note).
+    # Spend limits (0 turns a limit off): turns one user may ask for per hour in a workspace,
+    # and USD a workspace may spend per UTC day, priced from catalog.py's table.
+    user_turns_per_hour: int = Field(default=30, ge=0, alias="THREADEDIT_USER_TURNS_PER_HOUR")
+    daily_budget_usd: float = Field(default=20.0, ge=0, alias="THREADEDIT_DAILY_BUDGET_USD")
     resume_max_age_seconds: float = Field(
         default=3600.0, ge=0, alias="THREADEDIT_RESUME_MAX_AGE_SECONDS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

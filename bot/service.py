@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot import catalog
@@ -30,8 +30,10 @@ from bot.gemini.contents import build_request, user_content
 from bot.gemini.response import interpret_response
 from bot.images import ImageLimits, check_image
 from bot.results import Attachment, HistoryView, TurnResult, VersionInfo
+from bot.spending import SpendGuard, SpendLimits
 from bot.storage.blobs import BlobStore, pack_content, unpack_content
 from bot.storage.repository import SessionStore
+from bot.storage.usage import UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ class EditService:
         defaults: SessionDefaults = SessionDefaults(),
         policy: AccessPolicy = AccessPolicy(),
         image_limits: ImageLimits = ImageLimits(),
+        spend_limits: SpendLimits | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -96,6 +99,9 @@ class EditService:
         self.defaults = defaults
         self.policy = policy
         self.image_limits = image_limits
+        self.spend_limits = spend_limits or SpendLimits()
+        self.spend = SpendGuard(UsageLedger(store), replace(
+            self.spend_limits, priced=self.spend_limits.priced and engine.name != "local"))
 
     # Sessions and settings
 
@@ -172,6 +178,7 @@ class EditService:
         current = ((session.model, session.aspect_ratio, session.image_size) if session
                    else (d.model, d.aspect_ratio, d.image_size))
         new_model, new_aspect, new_size = settings_after(current, model, aspect, size)
+        await self.spend.check_submit(session, author)
         if session is None:
             assert isinstance(target, SessionKey)
             session = await self.store.create_session(target, author, new_model, new_aspect,
@@ -196,6 +203,7 @@ class EditService:
         state = await self.store.load_state(session_id)
         source = retry_source(state, version)
         s = state.session
+        await self.spend.check_submit(s, actor)
         turn = await self.store.add_turn(
             s, kind=TurnKind.RETRY, instruction=source.instruction, author=actor,
             user_content=source.user_content, parent_turn_id=source.parent_turn_id,
@@ -213,6 +221,7 @@ class EditService:
         if target is None:
             raise OperationRefused("There is no version to render larger yet.", "nothing")
         s = state.session
+        await self.spend.check_submit(s, actor)
         try:
             size_ok = catalog.check_size(s.model, size)
         except catalog.SettingRejected as exc:
@@ -245,7 +254,17 @@ class EditService:
                        for t in path_to(state.by_id, parent_id)]
             body = build_request(history, unpack_content(turn.user_content, self.blobs),
                                  model=turn.model, aspect=turn.aspect_ratio, size=turn.image_size)
-            outcome = interpret_response(await self.engine.generate(turn.model, body))
+            await self.spend.reserve(state.session, turn, body)
+            try:
+                outcome = interpret_response(await self.engine.generate(turn.model, body))
+            except Exception:  # no image: refund (a cancelled call keeps its reservation for the resume)
+                await self.spend.settle(turn, False, None)
+                raise
+            await self.spend.settle(turn, outcome.status == "image", outcome.usage)
+        except OperationRefused as exc:  # the day's budget ran out while the turn was queued
+            await self.store.finish_turn(turn, TurnState.FAILED, reason=exc.code,
+                                         message=exc.message)
+            return await self.result_of(turn_id)
         except EngineError as exc:
             await self.store.finish_turn(turn, TurnState.FAILED, reason=exc.code,
                                          message=exc.message)

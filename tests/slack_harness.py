@@ -21,6 +21,7 @@ from adapters.slack.settings import SlackSettings
 from bot.app import App
 from bot.config import load_settings
 from bot.service import EditService, SessionDefaults
+from bot.spending import SpendLimits
 from bot.storage.blobs import BlobStore
 from bot.storage.repository import SessionStore
 from tests.conftest import make_engine
@@ -43,12 +44,14 @@ class Harness:
         self.event_no = 0
         self.allowed = ""
         self.server: TestServer | None = None
+        self.spend_limits: SpendLimits | None = None
 
     async def start(self) -> Harness:
         self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
         engine = make_engine(self.gemini)
         blobs = BlobStore(self.data_dir / "blobs")
-        service = EditService(self.store, blobs, engine, defaults=SessionDefaults())
+        service = EditService(self.store, blobs, engine, defaults=SessionDefaults(),
+                              spend_limits=self.spend_limits)
         settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir))
         self.app = App(settings, self.store, blobs, engine, service)
         self.adapter = SlackAdapter(

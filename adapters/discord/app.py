@@ -35,7 +35,7 @@ class DiscordAdapter:
         service = EditService(
             app.store, app.blobs, app.engine, defaults=app.service.defaults,
             policy=AccessPolicy(approver_roles=settings.approver_roles),
-            image_limits=app.service.image_limits)
+            image_limits=app.service.image_limits, spend_limits=app.service.spend_limits)
         self.core = ChatCore(
             service, self.backend, max_concurrency=app.settings.max_concurrency,
             allowed_channels=settings.allowed_channels or None,

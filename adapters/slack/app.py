@@ -56,7 +56,7 @@ class SlackAdapter:
         service = EditService(
             app.store, app.blobs, app.engine, defaults=app.service.defaults,
             policy=AccessPolicy(approvers=settings.approvers or None),
-            image_limits=app.service.image_limits)
+            image_limits=app.service.image_limits, spend_limits=app.service.spend_limits)
         self.core = ChatCore(
             service, self.backend, max_concurrency=app.settings.max_concurrency,
             allowed_channels=settings.allowed_channels or None,

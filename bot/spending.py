@@ -1,0 +1,107 @@
+"""Limits on turns and spend: per-user turns per hour and a per-workspace daily budget in USD.
+
+Prices come from the table in catalog.py (../shared/research/gemini-api.md section 5). A call
+reserves its estimated price before it is made; when an image comes back the actual price is
+charged (the image's price plus the prompt tokens the API reports), and when none does the
+reservation is refunded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot import catalog
+from bot.domain import OperationRefused, Session, Turn
+from bot.storage.usage import UsageLedger, hour_ago
+
+# USD per million input tokens (research §5). The sources disagree on 3.1 Flash ($0.25 or
+# $0.50): the higher is used, so the budget errs on the safe side.
+INPUT_USD_PER_MILLION = {catalog.FLASH: 0.50, catalog.PRO: 2.00, catalog.FLASH_25: 0.30}
+# Input tokens an image in the request is counted as, before the API reports the real count.
+TOKENS_PER_INPUT_IMAGE = 1120
+
+
+@dataclass(frozen=True)
+class SpendLimits:
+    user_turns_per_hour: int | None = None  # None: no limit
+    workspace_daily_usd: float | None = None  # None: no limit
+    priced: bool = True  # False for the offline engine: it costs nothing
+
+
+def image_usd(model: str, size: str | None) -> float:
+    prices = catalog.spec_for(model).usd_per_output_image
+    return prices.get(size or "1K", max(prices.values()))
+
+
+def estimate_usd(model: str, size: str | None, body: dict[str, Any]) -> float:
+    """The image's price plus the request's input tokens, estimated from its parts."""
+    images = chars = 0
+    for content in body.get("contents", []):
+        for part in content.get("parts", []):
+            if "inlineData" in part:
+                images += 1
+            elif "text" in part:
+                chars += len(part["text"])
+    tokens = images * TOKENS_PER_INPUT_IMAGE + math.ceil(chars / 4)
+    return image_usd(model, size) + tokens * _input_price(model)
+
+
+def actual_usd(model: str, size: str | None, usage: dict[str, Any] | None) -> float:
+    prompt_tokens = int((usage or {}).get("promptTokenCount") or 0)
+    return image_usd(model, size) + prompt_tokens * _input_price(model)
+
+
+def _input_price(model: str) -> float:
+    return INPUT_USD_PER_MILLION.get(model, max(INPUT_USD_PER_MILLION.values())) / 1_000_000
+
+
+class SpendGuard:
+    def __init__(self, ledger: UsageLedger, limits: SpendLimits) -> None:
+        self.ledger = ledger
+        self.limits = limits
+
+    async def check_submit(self, session: Session | None, author: str) -> None:
+        """Refuse a new turn from a user over the hourly limit, or in a workspace whose budget
+        for today is spent, before anything is queued."""
+        if session is None:
+            return  # a new session: its workspace may still have turns elsewhere, counted at run
+        limit = self.limits.user_turns_per_hour
+        if limit is not None:
+            count, oldest = await self.ledger.turns_since(session, author, hour_ago())
+            if count >= limit:
+                wait = _minutes_until_free(oldest)
+                raise OperationRefused(
+                    f"You have asked for {count} turns in the last hour, the limit here; try again "
+                    f"in {wait} minute{'s' if wait != 1 else ''}.", "rate_limited")
+        budget = self.limits.workspace_daily_usd
+        if self.limits.priced and budget is not None and await self.ledger.spent_today(session) >= budget:
+            raise OperationRefused(_budget_sentence(budget), "budget")
+
+    async def reserve(self, session: Session, turn: Turn, body: dict[str, Any]) -> None:
+        if not self.limits.priced:
+            return
+        usd = estimate_usd(turn.model, turn.image_size, body)
+        if not await self.ledger.reserve(session, turn, usd, self.limits.workspace_daily_usd):
+            assert self.limits.workspace_daily_usd is not None
+            raise OperationRefused(_budget_sentence(self.limits.workspace_daily_usd), "budget")
+
+    async def settle(self, turn: Turn, got_image: bool, usage: dict[str, Any] | None) -> None:
+        if not self.limits.priced:
+            return
+        await self.ledger.settle(turn.id, actual_usd(turn.model, turn.image_size, usage)
+                                 if got_image else None)
+
+
+def _budget_sentence(budget: float) -> str:
+    return (f"This workspace's budget of ${budget:.2f} for today is used up; it resets at "
+            "00:00 UTC. Ask an admin to raise THREADEDIT_DAILY_BUDGET_USD if needed.")
+
+
+def _minutes_until_free(oldest: str | None) -> int:
+    if oldest is None:
+        return 60
+    freed = datetime.fromisoformat(oldest).timestamp() + 3600 - datetime.now(UTC).timestamp()
+    return max(1, math.ceil(freed / 60))
