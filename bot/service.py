@@ -55,6 +55,7 @@ class AccessPolicy:
     approvers: frozenset[str] | None = None
     approver_roles: frozenset[str] | None = None  # platform roles (ids or names) that may approve
     settings_changers: frozenset[str] | None = None
+    settings_roles: frozenset[str] | None = None  # platform roles that may change settings
 
     def may_approve(self, user: str, roles: frozenset[str] = frozenset()) -> bool:
         if self.approvers is None and self.approver_roles is None:
@@ -62,8 +63,11 @@ class AccessPolicy:
         return bool((self.approvers and user in self.approvers)
                     or (self.approver_roles and roles & self.approver_roles))
 
-    def may_change_settings(self, user: str) -> bool:
-        return self.settings_changers is None or user in self.settings_changers
+    def may_change_settings(self, user: str, roles: frozenset[str] = frozenset()) -> bool:
+        if self.settings_changers is None and self.settings_roles is None:
+            return True
+        return bool((self.settings_changers and user in self.settings_changers)
+                    or (self.settings_roles and roles & self.settings_roles))
 
 
 def settings_after(
@@ -126,9 +130,10 @@ class EditService:
         model: str | None = None,
         aspect: str | None = None,
         size: str | None = None,
+        roles: frozenset[str] = frozenset(),
     ) -> Session:
         session = await self.store.get_session(session_id)
-        if not self.policy.may_change_settings(actor):
+        if not self.policy.may_change_settings(actor, roles):
             await self.store.audit(session_id, actor, "settings", "refused")
             raise OperationRefused("Only the people allowed to change settings can do that here.",
                                    "not_permitted")

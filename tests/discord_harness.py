@@ -27,9 +27,10 @@ EPHEMERAL = 64  # alice has the Art Director role, bob has none
 class DiscordHarness:
     def __init__(self, fake: FakeDiscord, gemini: FakeGemini, data_dir: Path, *,
                  approver_role: str = "Art Director", allowed: str = "",
-                 message_content: bool = True) -> None:
+                 message_content: bool = True, settings_role: str = "") -> None:
         self.fake, self.gemini, self.data_dir = fake, gemini, data_dir
         self.approver_role, self.allowed, self.message_content = approver_role, allowed, message_content
+        self.settings_role = settings_role
 
     async def start(self) -> DiscordHarness:
         self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
@@ -42,6 +43,7 @@ class DiscordHarness:
             DiscordSettings(DISCORD_TOKEN=self.fake.token, DISCORD_API_BASE=self.fake.api_base,
                             DISCORD_APPROVER_ROLE=self.approver_role,
                             DISCORD_ALLOWED_CHANNELS=self.allowed,
+                            DISCORD_SETTINGS_ROLE=self.settings_role,
                             DISCORD_MESSAGE_CONTENT=self.message_content),
             self.app, progress_interval=0.05)
         self.started_as = await self.adapter.start()

@@ -45,6 +45,7 @@ class Harness:
         self.allowed = ""
         self.server: TestServer | None = None
         self.spend_limits: SpendLimits | None = None
+        self.settings_changers = ""
 
     async def start(self) -> Harness:
         self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
@@ -58,6 +59,7 @@ class Harness:
             SlackSettings(SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=self.slack.api_url,
                           SLACK_APPROVERS=self.approvers, SLACK_FILE_ORIGINS=self.slack.files_origin,
                           SLACK_ALLOWED_CHANNELS=self.allowed,
+                          SLACK_SETTINGS_CHANGERS=self.settings_changers,
                           **({"SLACK_APP_TOKEN": self.slack.app_token} if self.socket_mode
                              else {"SLACK_SIGNING_SECRET": SECRET})),
             self.app, progress_interval=0.05)

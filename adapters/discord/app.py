@@ -34,7 +34,8 @@ class DiscordAdapter:
         self.backend = DiscordBackend(self.client)
         service = EditService(
             app.store, app.blobs, app.engine, defaults=app.service.defaults,
-            policy=AccessPolicy(approver_roles=settings.approver_roles),
+            policy=AccessPolicy(approver_roles=settings.approver_roles,
+                                settings_roles=settings.settings_roles),
             image_limits=app.service.image_limits, spend_limits=app.service.spend_limits)
         self.core = ChatCore(
             service, self.backend, max_concurrency=app.settings.max_concurrency,

@@ -23,6 +23,8 @@ class DiscordSettings(BaseSettings):
     api_base: str = Field(default=DISCORD_API, alias="DISCORD_API_BASE")
     # A role name or id; members with it may approve. Unset: anyone may.
     approver_role: str | None = Field(default=None, alias="DISCORD_APPROVER_ROLE")
+    # A role name or id whose members may change a session's model, aspect and size. Unset: anyone.
+    settings_role: str | None = Field(default=None, alias="DISCORD_SETTINGS_ROLE")
     allowed_channels: frozenset[str] = Field(default=frozenset(), alias="DISCORD_ALLOWED_CHANNELS")
     # The privileged intent that lets the bot read replies that do not mention it. Turn off when
     # the Developer Portal switch is off, or Discord refuses the connection (close code 4014).
@@ -33,7 +35,7 @@ class DiscordSettings(BaseSettings):
     def _lists(cls, v: object) -> object:
         return _split(v)
 
-    @field_validator("token", "approver_role", mode="before")
+    @field_validator("token", "approver_role", "settings_role", mode="before")
     @classmethod
     def _blank(cls, v: object) -> object:
         return blank_as_none(v)
@@ -49,3 +51,7 @@ class DiscordSettings(BaseSettings):
     @property
     def approver_roles(self) -> frozenset[str] | None:
         return frozenset({self.approver_role.strip()}) if self.approver_role else None
+
+    @property
+    def settings_roles(self) -> frozenset[str] | None:
+        return frozenset({self.settings_role.strip()}) if self.settings_role else None

@@ -55,7 +55,8 @@ class SlackAdapter:
         self.backend = SlackBackend(client)
         service = EditService(
             app.store, app.blobs, app.engine, defaults=app.service.defaults,
-            policy=AccessPolicy(approvers=settings.approvers or None),
+            policy=AccessPolicy(approvers=settings.approvers or None,
+                                settings_changers=settings.settings_changers or None),
             image_limits=app.service.image_limits, spend_limits=app.service.spend_limits)
         self.core = ChatCore(
             service, self.backend, max_concurrency=app.settings.max_concurrency,

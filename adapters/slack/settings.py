@@ -23,12 +23,14 @@ class SlackSettings(BaseSettings):
     api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
     approvers: frozenset[str] = Field(default=frozenset(), alias="SLACK_APPROVERS")
     allowed_channels: frozenset[str] = Field(default=frozenset(), alias="SLACK_ALLOWED_CHANNELS")
+    settings_changers: frozenset[str] = Field(default=frozenset(), alias="SLACK_SETTINGS_CHANGERS")
     file_origins: frozenset[str] = Field(
         default=frozenset({"https://files.slack.com"}), alias="SLACK_FILE_ORIGINS")
     host: str = Field(default="127.0.0.1", alias="THREADEDIT_HOST")
     port: int = Field(default=3000, ge=1, le=65535, alias="THREADEDIT_PORT")
 
-    @field_validator("approvers", "allowed_channels", "file_origins", mode="before")
+    @field_validator("approvers", "allowed_channels", "settings_changers", "file_origins",
+                     mode="before")
     @classmethod
     def _lists(cls, v: object) -> object:
         return _split(v)

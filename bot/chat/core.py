@@ -110,7 +110,8 @@ class ChatCore:
                 view = await self.service.history(session.id)
                 await self.backend.post_text(key, presenter.history_text(view))
             else:
-                s = await self.service.change_settings(session.id, msg.author, **{cmd.name: cmd.value})
+                s = await self.service.change_settings(session.id, msg.author, roles=msg.roles,
+                                                       **{cmd.name: cmd.value})
                 await self.backend.post_text(
                     key, "Settings: " + presenter.settings_line(s.model, s.aspect_ratio, s.image_size))
         except OperationRefused as exc:
