@@ -1,0 +1,254 @@
+"""The thread view: sessions as conversations, the composer, controls and settings.
+
+Forms work without JavaScript (each POST answers with a redirect); the page's script posts the
+same forms asking for JSON and swaps in fresh fragments, so nothing reloads.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from bot import catalog
+from bot.chat import presenter
+from bot.chat.controls import BUTTONS, Control
+from bot.domain import OperationRefused, Session, SessionKey
+from bot.local_engine import VOCABULARY
+from bot.results import Attachment
+from bot.storage.blobs import blob_keys
+
+from . import views
+from .core import IMMUTABLE, PLATFORM, PLAYGROUND, Playground, wants_json
+
+
+def _pg(request: web.Request) -> Playground:
+    return request.app[PLAYGROUND]
+
+
+def _sid(request: web.Request) -> int:
+    return int(request.match_info["sid"])
+
+
+async def _summaries(pg: Playground) -> list[views.SessionSummary]:
+    sessions = await pg.store.list_sessions(limit=pg.limits.sessions_listed)
+    return [views.summary(await pg.store.load_state(s.id)) for s in sessions]
+
+
+async def _session_context(pg: Playground, session_id: int) -> dict[str, Any]:
+    state = await pg.store.load_state(session_id)
+    audit = await pg.store.audit_log(session_id)
+    urls = views.Urls(session_id)
+    s = state.session
+    return {
+        "state": state, "session": s, "urls": urls, "title": views.title_of(state),
+        "platform": views.platform_label(s.key.platform), "read_only": read_only_sentence(s),
+        "editable": read_only_sentence(s) is None,
+        "items": views.conversation(state, audit, urls), "stamp": views.stamp(state, len(audit)),
+        "busy": any(t.state in views.PENDING for t in state.turns),
+        "settings_line": presenter.settings_line(s.model, s.aspect_ratio, s.image_size),
+        "choices": _setting_choices(s), "buttons": BUTTONS,
+        "head": state.head.version if state.head else None,
+    }
+
+
+def _setting_choices(s: Session) -> dict[str, list[tuple[str, str]]]:
+    """(value, label) options for the settings form, from what the session's model takes."""
+    spec = catalog.spec_for(s.model)
+    models = list(catalog.MODELS) + ([s.model] if s.model not in catalog.MODELS else [])
+    return {"models": [(m, f"{catalog.label_for(m)} ({m})") for m in models],
+            "aspects": [(a, a) for a in spec.aspect_ratios],
+            "sizes": [(z, z) for z in spec.image_sizes] or [("1K", "1K (fixed)")]}
+
+
+# Pages and fragments
+
+async def home(request: web.Request) -> web.Response:
+    pg = _pg(request)
+    return pg.page("thread.html", sessions=await _summaries(pg), current=None,
+                   vocabulary=[example for example, _ in VOCABULARY])
+
+
+async def session_page(request: web.Request) -> web.Response:
+    pg = _pg(request)
+    context = await _session_context(pg, _sid(request))
+    return pg.page("thread.html", sessions=await _summaries(pg), current=_sid(request),
+                   vocabulary=[], **context)
+
+
+async def session_fragment(request: web.Request) -> web.Response:
+    pg = _pg(request)
+    html = pg.render("_session.html", **await _session_context(pg, _sid(request)))
+    return web.Response(text=html, content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def sessions_fragment(request: web.Request) -> web.Response:
+    pg = _pg(request)
+    current = request.query.get("current", "")
+    html = pg.render("_sessions.html", sessions=await _summaries(pg),
+                     current=int(current) if current.isdigit() else None)
+    return web.Response(text=html, content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def session_state(request: web.Request) -> web.Response:
+    """What the open page polls: a stamp that changes whenever the thread would look different."""
+    pg = _pg(request)
+    state = await pg.store.load_state(_sid(request))
+    audit = await pg.store.audit_log(state.session.id)
+    busy = any(t.state in views.PENDING for t in state.turns)
+    return web.json_response(
+        {"stamp": views.stamp(state, len(audit)), "busy": busy, "now": time.time(),
+         "poll_ms": pg.limits.poll_busy_ms if busy else pg.limits.poll_idle_ms},
+        headers={"Cache-Control": "no-store"})
+
+
+async def reference_image(request: web.Request) -> web.StreamResponse:
+    """A small preview of an image someone attached to a turn."""
+    pg = _pg(request)
+    try:
+        turn = await pg.store.get_turn(int(request.match_info["tid"]))
+    except KeyError:
+        raise web.HTTPNotFound() from None
+    keys = blob_keys(turn.user_content) if turn.session_id == _sid(request) else []
+    index = int(request.match_info["index"])
+    if index >= len(keys):
+        raise web.HTTPNotFound()
+    path = await pg.thumbs.get(keys[index], "sm")
+    return web.FileResponse(path, headers={"Cache-Control": IMMUTABLE, "Content-Type": "image/jpeg"})
+
+
+# Actions
+
+async def _read_message(request: web.Request) -> tuple[str, str, list[Attachment]]:
+    pg = _pg(request)
+    form = await request.post()  # raises HTTPRequestEntityTooLarge past client_max_size
+    files = []
+    for field in form.getall("files", []):
+        if isinstance(field, web.FileField):
+            data = field.file.read()
+            if data or field.filename:  # a form sent with no file picked has one empty part
+                files.append(Attachment(data, field.filename or None))
+    if len(files) > pg.limits.max_files:
+        raise OperationRefused(f"Attach at most {pg.limits.max_files} images to one message.",
+                               "too_many_references")
+    instruction = form.get("instruction", "")
+    return (instruction if isinstance(instruction, str) else "", pg.author(form.get("author")),
+            files)
+
+
+async def new_session(request: web.Request) -> web.Response:
+    pg = _pg(request)
+    instruction, author, files = await _read_message(request)
+    key = SessionKey(PLATFORM, "local", "local", uuid.uuid4().hex)
+    turn = await pg.service.submit_edit(key, author, instruction, files)
+    pg.pipeline.submit(turn)
+    return _done(request, turn.session_id, {"turn": turn.id})
+
+
+async def add_message(request: web.Request) -> web.Response:
+    pg = _pg(request)
+    session = await _editable(pg, _sid(request))
+    instruction, author, files = await _read_message(request)
+    turn = await pg.service.submit_edit(session.id, author, instruction, files)
+    pg.pipeline.submit(turn)
+    return _done(request, session.id, {"turn": turn.id})
+
+
+async def control(request: web.Request) -> web.Response:
+    """Undo, Retry, 4K, Approve (and withdraw): what the buttons on a version do in chat."""
+    pg = _pg(request)
+    session = await _editable(pg, _sid(request))
+    form = await request.post()
+    actor = pg.author(form.get("author"))
+    try:
+        what = Control(str(form.get("control", "")))
+    except ValueError:
+        raise OperationRefused("That is not a control this page knows.", "bad_control") from None
+    raw = str(form.get("version", "")).strip().lower().removeprefix("v")
+    version = int(raw) if raw.isdigit() else None
+    if version is None and what is not Control.RETRY:
+        raise OperationRefused("Pick the version this applies to.", "nothing")
+    svc, notice = pg.service, None
+    if what is Control.UNDO:
+        # As in chat: Undo on the head steps back; on an older version it goes back to that one.
+        assert version is not None
+        state = await pg.store.load_state(session.id)
+        on_head = state.head is not None and state.head.version == version
+        view = await (svc.undo(session.id, actor) if on_head
+                      else svc.revert(session.id, actor, version))
+        notice = view.notice
+    elif what is Control.RETRY:
+        pg.pipeline.submit(await svc.submit_retry(session.id, actor, version))
+    elif what is Control.UPSCALE:
+        pg.pipeline.submit(await svc.submit_upscale(session.id, actor, version))
+    elif what is Control.APPROVE:
+        notice = (await svc.approve(session.id, actor, version)).notice
+    else:
+        notice = (await svc.withdraw_approval(session.id, actor, version)).notice
+    return _done(request, session.id, {"notice": notice},
+                 anchor=f"v{version}" if version else "")
+
+
+async def change_settings(request: web.Request) -> web.Response:
+    pg = _pg(request)
+    session = await _editable(pg, _sid(request))
+    form = await request.post()
+
+    def value(name: str) -> str | None:
+        v = form.get(name)
+        return v.strip() or None if isinstance(v, str) else None
+
+    s = await pg.service.change_settings(session.id, pg.author(form.get("author")),
+                                         model=value("model"), aspect=value("aspect"),
+                                         size=value("size"))
+    notice = "Settings: " + presenter.settings_line(s.model, s.aspect_ratio, s.image_size)
+    return _done(request, session.id, {"notice": notice})
+
+
+def read_only_sentence(session: Session) -> str | None:
+    """Why this page cannot edit the session, or None for the playground's own sessions.
+
+    A session of another platform is edited there: its adapter posts the results and keeps its
+    turns in order, and a second writer here would do neither. The gallery shows it, read-only.
+    """
+    if session.key.platform == PLATFORM:
+        return None
+    where = views.platform_label(session.key.platform)
+    how = (f"with threadedit edit --session {session.id}" if session.key.platform == "cli"
+           else "in its thread there")
+    return f"This session belongs to {where}; edit it {how}."
+
+
+async def _editable(pg: Playground, session_id: int) -> Session:
+    session = await pg.store.get_session(session_id)
+    refusal = read_only_sentence(session)
+    if refusal is not None:
+        raise OperationRefused(refusal, "read_only")
+    return session
+
+
+def _done(request: web.Request, session_id: int, extra: dict[str, object],
+          anchor: str = "") -> web.Response:
+    url = f"/s/{session_id}"
+    if wants_json(request):
+        return web.json_response({"session": session_id, "url": url, **extra})
+    raise web.HTTPSeeOther(url + (f"#{anchor}" if anchor else ""))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", home, name="home")
+    app.router.add_get("/sessions/fragment", sessions_fragment, name="sessions_fragment")
+    app.router.add_post("/messages", new_session, name="new_session")
+    app.router.add_get(r"/s/{sid:\d+}", session_page, name="session")
+    app.router.add_get(r"/s/{sid:\d+}/fragment", session_fragment, name="session_fragment")
+    app.router.add_get(r"/s/{sid:\d+}/state", session_state, name="session_state")
+    app.router.add_post(r"/s/{sid:\d+}/messages", add_message, name="add_message")
+    app.router.add_post(r"/s/{sid:\d+}/control", control, name="control")
+    app.router.add_post(r"/s/{sid:\d+}/settings", change_settings, name="settings")
+    app.router.add_get(r"/s/{sid:\d+}/turns/{tid:\d+}/refs/{index:\d+}", reference_image,
+                       name="reference")
+
