@@ -11,7 +11,7 @@ from typing import Protocol
 from adapters.discord.settings import DiscordSettings
 from adapters.slack.settings import SlackSettings
 from bot.app import open_app
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, Settings, load_settings_of
 
 
 class Adapter(Protocol):
@@ -21,7 +21,7 @@ class Adapter(Protocol):
 
 
 def configured_slack() -> SlackSettings | None:
-    slack = SlackSettings()
+    slack = load_settings_of(SlackSettings)
     if slack.bot_token is None:
         if slack.app_token or slack.signing_secret:
             raise ConfigError("SLACK_APP_TOKEN or SLACK_SIGNING_SECRET is set but SLACK_BOT_TOKEN "
@@ -34,7 +34,7 @@ def configured_slack() -> SlackSettings | None:
 
 
 def configured_discord() -> DiscordSettings | None:
-    discord_settings = DiscordSettings()
+    discord_settings = load_settings_of(DiscordSettings)
     return discord_settings if discord_settings.token is not None else None
 
 

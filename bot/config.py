@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -142,22 +142,13 @@ class Settings(BaseSettings):
         return self.data_dir / "blobs"
 
 
-_ENV_NAMES = {name: f.alias or name.upper() for name, f in Settings.model_fields.items()}
+_SECRET_WORDS = ("key", "secret", "token", "password")
+S = TypeVar("S", bound=BaseSettings)
 
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings; raise ConfigError with one sentence for the first bad value."""
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "setting"
-        name = _ENV_NAMES.get(field, field)
-        value = err.get("input")
-        shown = "" if "key" in name.lower() or isinstance(value, dict) else f" (got {value!r})"
-        msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-        msg = msg.replace("a valid integer, unable to parse string as an integer", "a whole number")
-        raise ConfigError(f"{name} {msg}{shown}.".replace("..", ".")) from None
+    settings = load_settings_of(Settings, **overrides)
     try:
         settings.aspect_ratio = catalog.check_aspect(settings.model, settings.aspect_ratio)
     except catalog.SettingRejected as exc:
@@ -166,4 +157,23 @@ def load_settings(**overrides: object) -> Settings:
         settings.image_size = catalog.check_size(settings.model, settings.image_size)
     except catalog.SettingRejected as exc:
         raise ConfigError(f"THREADEDIT_IMAGE_SIZE: {exc}") from None
+    return settings
+
+
+def load_settings_of(cls: type[S], **overrides: object) -> S:
+    """Read any settings class (the core's, an adapter's) the same way: one sentence for the
+    first bad value, which is shown unless the setting holds a secret."""
+    try:
+        settings = cls(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "setting"
+        names = {n: f.alias or n.upper() for n, f in cls.model_fields.items()}
+        name = names.get(field, field)
+        value = err.get("input")
+        secret = any(word in name.lower() for word in _SECRET_WORDS)
+        shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"
+        msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+        msg = msg.replace("a valid integer, unable to parse string as an integer", "a whole number")
+        raise ConfigError(f"{name} {msg}{shown}.".replace("..", ".")) from None
     return settings

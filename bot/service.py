@@ -183,7 +183,9 @@ class EditService:
         current = ((session.model, session.aspect_ratio, session.image_size) if session
                    else (d.model, d.aspect_ratio, d.image_size))
         new_model, new_aspect, new_size = settings_after(current, model, aspect, size)
-        await self.spend.check_submit(session, author)
+        key = session.key if session else target
+        assert isinstance(key, SessionKey)
+        await self.spend.check_submit(key, author)
         if session is None:
             assert isinstance(target, SessionKey)
             session = await self.store.create_session(target, author, new_model, new_aspect,
@@ -208,7 +210,7 @@ class EditService:
         state = await self.store.load_state(session_id)
         source = retry_source(state, version)
         s = state.session
-        await self.spend.check_submit(s, actor)
+        await self.spend.check_submit(s.key, actor)
         turn = await self.store.add_turn(
             s, kind=TurnKind.RETRY, instruction=source.instruction, author=actor,
             user_content=source.user_content, parent_turn_id=source.parent_turn_id,
@@ -226,7 +228,7 @@ class EditService:
         if target is None:
             raise OperationRefused("There is no version to render larger yet.", "nothing")
         s = state.session
-        await self.spend.check_submit(s, actor)
+        await self.spend.check_submit(s.key, actor)
         try:
             size_ok = catalog.check_size(s.model, size)
         except catalog.SettingRejected as exc:

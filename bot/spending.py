@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot import catalog
-from bot.domain import OperationRefused, Session, Turn
+from bot.domain import OperationRefused, Session, SessionKey, Turn
 from bot.storage.usage import UsageLedger, hour_ago
 
 # USD per million input tokens (research §5). The sources disagree on 3.1 Flash ($0.25 or
@@ -63,21 +63,21 @@ class SpendGuard:
         self.ledger = ledger
         self.limits = limits
 
-    async def check_submit(self, session: Session | None, author: str) -> None:
+    async def check_submit(self, key: SessionKey, author: str) -> None:
         """Refuse a new turn from a user over the hourly limit, or in a workspace whose budget
         for today is spent, before anything is queued."""
-        if session is None:
-            return  # a new session: its workspace may still have turns elsewhere, counted at run
+        if not self.limits.priced:
+            return  # the offline engine costs nothing
         limit = self.limits.user_turns_per_hour
         if limit is not None:
-            count, oldest = await self.ledger.turns_since(session, author, hour_ago())
+            count, oldest = await self.ledger.turns_since(key, author, hour_ago())
             if count >= limit:
                 wait = _minutes_until_free(oldest)
                 raise OperationRefused(
                     f"You have asked for {count} turns in the last hour, the limit here; try again "
                     f"in {wait} minute{'s' if wait != 1 else ''}.", "rate_limited")
         budget = self.limits.workspace_daily_usd
-        if self.limits.priced and budget is not None and await self.ledger.spent_today(session) >= budget:
+        if budget is not None and await self.ledger.spent_today(key) >= budget:
             raise OperationRefused(_budget_sentence(budget), "budget")
 
     async def reserve(self, session: Session, turn: Turn, body: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.domain import Session, Turn
+from bot.domain import Session, SessionKey, Turn
 from bot.storage.db import utcnow
 from bot.storage.repository import SessionStore
 
@@ -14,12 +14,12 @@ class UsageLedger:
     def __init__(self, store: SessionStore) -> None:
         self.store = store
 
-    async def turns_since(self, session: Session, author: str, since: datetime) -> tuple[int, str | None]:
+    async def turns_since(self, key: SessionKey, author: str, since: datetime) -> tuple[int, str | None]:
         """How many turns `author` asked for in this workspace since `since`, and the oldest's time."""
         async with self.store.db.execute(
             "SELECT COUNT(*), MIN(t.created_at) FROM turns t JOIN sessions s ON s.id = t.session_id"
             " WHERE s.platform=? AND s.workspace=? AND t.author=? AND t.created_at >= ?",
-            (session.key.platform, session.key.workspace, author, since.isoformat(timespec="milliseconds")),
+            (key.platform, key.workspace, author, since.isoformat(timespec="milliseconds")),
         ) as cur:
             row = await cur.fetchone()
         return (int(row[0]), row[1]) if row else (0, None)
@@ -49,12 +49,12 @@ class UsageLedger:
                  turn.image_size, usd, day, utcnow()))
         return True
 
-    async def spent_today(self, session: Session) -> float:
+    async def spent_today(self, key: SessionKey) -> float:
         day = datetime.now(UTC).date().isoformat()
         async with self.store.db.execute(
             "SELECT COALESCE(SUM(CASE state WHEN 'reserved' THEN reserved_usd ELSE cost_usd END), 0)"
             " FROM usage WHERE platform=? AND workspace=? AND day=?",
-            (session.key.platform, session.key.workspace, day),
+            (key.platform, key.workspace, day),
         ) as cur:
             row = await cur.fetchone()
         return float(row[0]) if row else 0.0

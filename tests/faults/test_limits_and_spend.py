@@ -15,7 +15,7 @@ from bot.spending import SpendLimits, actual_usd, image_usd
 from bot.storage.usage import UsageLedger
 from tests.fakes.gemini_server import Behaviour, FakeGemini
 from tests.fakes.slack_server import FakeSlack
-from tests.slack_harness import Harness, eventually, texts
+from tests.slack_harness import CHANNEL, Harness, eventually, texts
 from tests.test_cli import Cli, _env
 
 
@@ -79,6 +79,10 @@ async def test_a_user_over_the_hourly_limit_is_refused_before_anything_is_queued
     await h.reply("cooler", "1700000001.2")
     await eventually(lambda: any("2 turns in the last hour, the limit here; try again in 60 minutes"
                                  in t for t in texts(h)))
+    # A new thread does not reset the count: the limit is per person per workspace.
+    await h.mention("another poster", ts="1700000009.000100")
+    await eventually(lambda: len(slack.messages_in_thread(CHANNEL, "1700000009.000100")) == 1)
+    assert "the limit here" in slack.messages_in_thread(CHANNEL, "1700000009.000100")[0]["text"]
     await h.reply("cooler", "1700000001.3", user="UBEN")  # someone else still may
     await eventually(lambda: len(h.versions()) == 3)
     assert len(gemini.requests) == 3
