@@ -31,13 +31,15 @@ class DiscordHarness:
         self.fake, self.gemini, self.data_dir = fake, gemini, data_dir
         self.approver_role, self.allowed, self.message_content = approver_role, allowed, message_content
         self.settings_role = settings_role
+        self.public_url = ""
 
     async def start(self) -> DiscordHarness:
         self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
         engine = make_engine(self.gemini)
         blobs = BlobStore(self.data_dir / "blobs")
         service = EditService(self.store, blobs, engine, defaults=SessionDefaults())
-        settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir))
+        settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir),
+                                 THREADEDIT_PUBLIC_URL=self.public_url)
         self.app = App(settings, self.store, blobs, engine, service, asyncio.Semaphore(4))
         self.adapter = DiscordAdapter(
             DiscordSettings(DISCORD_TOKEN=self.fake.token, DISCORD_API_BASE=self.fake.api_base,

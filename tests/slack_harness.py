@@ -46,6 +46,7 @@ class Harness:
         self.server: TestServer | None = None
         self.spend_limits: SpendLimits | None = None
         self.settings_changers = ""
+        self.public_url = ""
 
     async def start(self) -> Harness:
         self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
@@ -53,7 +54,8 @@ class Harness:
         blobs = BlobStore(self.data_dir / "blobs")
         service = EditService(self.store, blobs, engine, defaults=SessionDefaults(),
                               spend_limits=self.spend_limits)
-        settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir))
+        settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir),
+                                 THREADEDIT_PUBLIC_URL=self.public_url)
         self.app = App(settings, self.store, blobs, engine, service)
         self.adapter = SlackAdapter(
             SlackSettings(SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=self.slack.api_url,
@@ -136,7 +138,7 @@ class Harness:
                    "container": {"type": "message", "message_ts": message["ts"],
                                  "channel_id": CHANNEL, "is_ephemeral": False},
                    "message": message, "response_url": "http://127.0.0.1:9/r",
-                   "actions": [{"action_id": button["action_id"], "value": button["value"],
+                   "actions": [{"action_id": button["action_id"], "value": button.get("value", ""),
                                 "block_id": "b", "type": "button", "action_ts": "1"}]}
         if self.socket_mode:
             return await self.over_socket(payload, "interactive")

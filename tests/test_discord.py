@@ -288,3 +288,15 @@ async def test_threadedit_run_starts_discord_and_refuses_a_bad_token(
     assert bad.returncode == 2
     assert "Discord refused DISCORD_TOKEN" in err.decode() and "Traceback" not in err.decode()
     assert "wrong" not in err.decode()
+
+
+async def test_with_a_public_url_each_version_has_a_gallery_link_button(
+        fake: FakeDiscord, gemini: FakeGemini, data_dir: Path):
+    h = DiscordHarness(fake, gemini, data_dir)
+    h.public_url = "https://edit.example.com"
+    await h.start()
+    thread = (await h.mention("a poster"))["id"]
+    [v1] = await h.wait_versions(thread, 1)
+    [link] = [c for row in v1["components"] for c in row["components"] if c.get("label") == "Gallery"]
+    assert link["style"] == 5 and link["url"].startswith("https://edit.example.com/s/1/gallery?exp=")
+    await h.stop()

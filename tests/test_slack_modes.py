@@ -8,13 +8,16 @@ import base64
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from bot.domain import SessionKey
+from bot.links import LinkCheck, load_link_secret, verify
 from tests.conftest import API_KEY
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.slack_server import FakeSlack
@@ -149,3 +152,22 @@ async def test_threadedit_run_with_nothing_configured_says_how(tmp_path: Path):
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert "No chat adapter is configured" in err.decode() and "SLACK_BOT_TOKEN" in err.decode()
+
+
+async def test_with_a_public_url_each_version_links_to_its_signed_gallery(
+        slack: FakeSlack, gemini: FakeGemini, data_dir: Path):
+    h = Harness(slack, gemini, data_dir)
+    h.public_url = "https://edit.example.com"
+    await h.start()
+    await h.mention("a poster")
+    [v1] = await eventually(h.versions)
+    [link] = [e for b in v1["blocks"] if b["type"] == "actions" for e in b["elements"]
+              if e["text"]["text"] == "Gallery"]
+    url = urlsplit(link["url"])
+    assert (url.scheme, url.netloc, url.path) == ("https", "edit.example.com", "/s/1/gallery")
+    query = parse_qs(url.query)
+    secret = load_link_secret(h.app.settings)
+    assert verify(1, query["exp"][0], query["sig"][0], secret, time.time()) is LinkCheck.VALID
+    assert verify(2, query["exp"][0], query["sig"][0], secret, time.time()) is not LinkCheck.VALID
+    assert (await h.click(v1, "Gallery")).status_code == 200  # Slack reports the click; acked
+    await h.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 
 import discord
 
@@ -15,6 +16,7 @@ from adapters.discord.settings import DiscordSettings
 from bot.app import App
 from bot.chat.core import ChatCore
 from bot.config import ConfigError
+from bot.links import gallery_link
 from bot.service import AccessPolicy, EditService
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,8 @@ class DiscordAdapter:
             service, self.backend, max_concurrency=app.settings.max_concurrency,
             allowed_channels=settings.allowed_channels or None,
             progress_interval=progress_interval, offline=app.engine.name == "local",
-            model_slots=app.model_slots)
+            model_slots=app.model_slots,
+            gallery_link=partial(gallery_link, app.settings))
         self.client.listeners = DiscordListeners(self.client, self.core)
         self._task: asyncio.Task[None] | None = None
         self._previous_base = discord.http.Route.BASE

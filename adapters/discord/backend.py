@@ -77,6 +77,8 @@ def version_view(post: VersionPost) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for label, value in post.buttons:
         view.add_item(ControlButton(value, label))
+    if post.gallery_url:
+        view.add_item(discord.ui.Button(label="Gallery", url=post.gallery_url))
     return view
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
@@ -18,6 +19,7 @@ from adapters.slack.listeners import register
 from adapters.slack.settings import SlackSettings
 from bot.app import App
 from bot.chat.core import ChatCore
+from bot.links import gallery_link
 from bot.service import AccessPolicy, EditService
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ class SlackAdapter:
             service, self.backend, max_concurrency=app.settings.max_concurrency,
             allowed_channels=settings.allowed_channels or None,
             progress_interval=progress_interval, offline=app.engine.name == "local",
-            model_slots=app.model_slots)
+            model_slots=app.model_slots,
+            gallery_link=partial(gallery_link, app.settings))
         self.files = files or SlackFiles(settings.bot_token.get_secret_value(),
                                          settings.file_origins)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None

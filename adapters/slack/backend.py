@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # Slack finishes an upload asynchronously; an image block naming the file can be refused with
 # "invalid slack file" for a moment after. These waits cover that, then we fall back.
 FILE_READY_WAITS = (0.5, 1.0, 2.0, 4.0)
+GALLERY_ACTION = "threadedit-gallery"  # a link button; Slack still sends its click, which is acked
 
 
 def version_blocks(post: VersionPost, file_id: str) -> list[dict[str, Any]]:
@@ -38,7 +39,8 @@ def controls_block(post: VersionPost) -> dict[str, Any]:
              "action_id": value, "value": value,
              **({"style": "primary"} if label == "Approve" else {})}
             for label, value in post.buttons
-        ],
+        ] + ([{"type": "button", "text": {"type": "plain_text", "text": "Gallery"},
+               "action_id": GALLERY_ACTION, "url": post.gallery_url}] if post.gallery_url else []),
     }
 
 

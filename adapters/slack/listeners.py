@@ -8,6 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 
+from adapters.slack.backend import GALLERY_ACTION
 from adapters.slack.files import SlackFiles
 from bot.chat.backend import IncomingMessage
 from bot.chat.core import ChatCore
@@ -75,6 +76,10 @@ def register(app: AsyncApp, core: ChatCore, files: SlackFiles) -> None:
         await ack()
         await core.on_button(str(action.get("value") or action["action_id"]),
                              str(body["user"]["id"]))
+
+    @app.action(GALLERY_ACTION)
+    async def on_gallery_link(ack: Any) -> None:
+        await ack()  # the browser opens the link; nothing to do here
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], logger: Any) -> BoltResponse:

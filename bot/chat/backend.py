@@ -51,6 +51,7 @@ class VersionPost:
     caption: str
     alt_text: str
     buttons: list[tuple[str, str]]  # (label, value)
+    gallery_url: str | None = None  # a signed link to the session's gallery, when one is served
 
 
 class ChatBackend(Protocol):

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from bot.chat import presenter
 from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, VersionPost
@@ -36,6 +37,7 @@ class ChatCore:
         progress_interval: float = 5.0,
         offline: bool = False,
         model_slots: asyncio.Semaphore | None = None,
+        gallery_link: Callable[[int], str | None] | None = None,
     ) -> None:
         self.service = service
         self.store = service.store
@@ -44,6 +46,7 @@ class ChatCore:
         self.allowed_channels = allowed_channels
         self.progress_interval = progress_interval
         self.offline = offline
+        self.gallery_link = gallery_link
         self.pipeline = TurnPipeline(service, max_concurrency=max_concurrency, listener=self,
                                      model_slots=model_slots)
         self._tickers: dict[int, asyncio.Task[None]] = {}
@@ -242,6 +245,7 @@ class ChatCore:
             alt_text=f"v{result.version}: {result.instruction[:900]}",
             buttons=[(label, button_value(result.session_id, result.version, c))
                      for c, label in BUTTONS],
+            gallery_url=self.gallery_link(result.session_id) if self.gallery_link else None,
         )
         message_id = await self.backend.post_version(key, post)
         await self.store.record_post(self.platform, self.backend.post_channel(key), message_id,
