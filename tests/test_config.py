@@ -69,3 +69,15 @@ def test_gemini_engine_without_a_key_is_refused(monkeypatch) -> None:
     monkeypatch.setenv("THREADEDIT_ENGINE", "gemini")
     with pytest.raises(ConfigError, match="GEMINI_API_KEY is not set"):
         load_settings().require_engine_ready()
+
+
+def test_env_example_lists_every_setting_of_every_part() -> None:
+    from adapters.discord.settings import DiscordSettings
+    from adapters.slack.settings import SlackSettings
+    from bot.config import Settings
+
+    example = Path(__file__).parent.parent / ".env.example"
+    listed = {line.split("=")[0] for line in example.read_text().splitlines() if line[:1].isupper()}
+    names = {f.alias for cls in (Settings, SlackSettings, DiscordSettings)
+             for f in cls.model_fields.values()}
+    assert names == listed
