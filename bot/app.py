@@ -6,10 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
+from bot.chat.backend import ChatBackend
+from bot.chat.core import ChatCore
 from bot.config import Settings
 from bot.engine import Engine
-from bot.service import EditService, SessionDefaults
+from bot.links import gallery_link
+from bot.service import AccessPolicy, EditService, SessionDefaults
 from bot.spending import SpendLimits
 from bot.storage.blobs import BlobStore
 from bot.storage.db import make_private_dir
@@ -42,6 +46,20 @@ class App:
     service: EditService
     # One cap on model calls for every adapter in the process (THREADEDIT_MAX_CONCURRENCY).
     model_slots: asyncio.Semaphore | None = None
+
+
+def make_chat_core(app: App, backend: ChatBackend, policy: AccessPolicy, *,
+                   allowed_channels: frozenset[str] | None, progress_interval: float) -> ChatCore:
+    """A chat adapter's core: the app's store, engine and limits under the adapter's own access
+    policy, sharing the process's cap on model calls."""
+    service = EditService(
+        app.store, app.blobs, app.engine, defaults=app.service.defaults, policy=policy,
+        image_limits=app.service.image_limits, spend_limits=app.service.spend_limits)
+    return ChatCore(
+        service, backend, max_concurrency=app.settings.max_concurrency,
+        allowed_channels=allowed_channels, progress_interval=progress_interval,
+        offline=app.engine.name == "local", model_slots=app.model_slots,
+        gallery_link=partial(gallery_link, app.settings))
 
 
 @asynccontextmanager

@@ -20,6 +20,13 @@ class ConfigError(Exception):
     """A missing or malformed setting. The message is one sentence naming the variable."""
 
 
+def comma_list(v: object) -> object:
+    """A setting that lists ids: commas or spaces between them."""
+    if isinstance(v, str):
+        return frozenset(x.strip() for x in v.replace(" ", ",").split(",") if x.strip())
+    return v
+
+
 def blank_as_none(value: object) -> object:
     """An empty `NAME=` line in .env means "not set", not "set to nothing"."""
     return None if isinstance(value, str) and not value.strip() else value

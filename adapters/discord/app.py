@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from functools import partial
 
 import discord
 
@@ -13,11 +12,9 @@ from adapters.discord.backend import DiscordBackend
 from adapters.discord.client import ThreadeditClient
 from adapters.discord.listeners import DiscordListeners
 from adapters.discord.settings import DiscordSettings
-from bot.app import App
-from bot.chat.core import ChatCore
+from bot.app import App, make_chat_core
 from bot.config import ConfigError
-from bot.links import gallery_link
-from bot.service import AccessPolicy, EditService
+from bot.service import AccessPolicy
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +31,10 @@ class DiscordAdapter:
         self.client = ThreadeditClient(api_base=settings.api_base,
                                        message_content=settings.message_content, store=app.store)
         self.backend = DiscordBackend(self.client)
-        service = EditService(
-            app.store, app.blobs, app.engine, defaults=app.service.defaults,
-            policy=AccessPolicy(approver_roles=settings.approver_roles,
-                                settings_roles=settings.settings_roles),
-            image_limits=app.service.image_limits, spend_limits=app.service.spend_limits)
-        self.core = ChatCore(
-            service, self.backend, max_concurrency=app.settings.max_concurrency,
-            allowed_channels=settings.allowed_channels or None,
-            progress_interval=progress_interval, offline=app.engine.name == "local",
-            model_slots=app.model_slots,
-            gallery_link=partial(gallery_link, app.settings))
+        self.core = make_chat_core(
+            app, self.backend, AccessPolicy(approver_roles=settings.approver_roles,
+                                            settings_roles=settings.settings_roles),
+            allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval)
         self.client.listeners = DiscordListeners(self.client, self.core)
         self._task: asyncio.Task[None] | None = None
         self._previous_base = discord.http.Route.BASE

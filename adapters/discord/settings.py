@@ -5,15 +5,9 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.config import blank_as_none
+from bot.config import blank_as_none, comma_list
 
 DISCORD_API = "https://discord.com/api/v10"
-
-
-def _split(v: object) -> object:
-    if isinstance(v, str):
-        return frozenset(x.strip() for x in v.replace(" ", ",").split(",") if x.strip())
-    return v
 
 
 class DiscordSettings(BaseSettings):
@@ -33,7 +27,7 @@ class DiscordSettings(BaseSettings):
     @field_validator("allowed_channels", mode="before")
     @classmethod
     def _lists(cls, v: object) -> object:
-        return _split(v)
+        return comma_list(v)
 
     @field_validator("token", "approver_role", "settings_role", mode="before")
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
@@ -17,10 +16,8 @@ from adapters.slack.backend import SlackBackend
 from adapters.slack.files import SlackFiles
 from adapters.slack.listeners import register
 from adapters.slack.settings import SlackSettings
-from bot.app import App
-from bot.chat.core import ChatCore
-from bot.links import gallery_link
-from bot.service import AccessPolicy, EditService
+from bot.app import App, make_chat_core
+from bot.service import AccessPolicy
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +52,10 @@ class SlackAdapter:
         self.resume_max_age = app.settings.resume_max_age_seconds
         client = web_client(settings)
         self.backend = SlackBackend(client)
-        service = EditService(
-            app.store, app.blobs, app.engine, defaults=app.service.defaults,
-            policy=AccessPolicy(approvers=settings.approvers or None,
-                                settings_changers=settings.settings_changers or None),
-            image_limits=app.service.image_limits, spend_limits=app.service.spend_limits)
-        self.core = ChatCore(
-            service, self.backend, max_concurrency=app.settings.max_concurrency,
-            allowed_channels=settings.allowed_channels or None,
-            progress_interval=progress_interval, offline=app.engine.name == "local",
-            model_slots=app.model_slots,
-            gallery_link=partial(gallery_link, app.settings))
+        self.core = make_chat_core(
+            app, self.backend, AccessPolicy(approvers=settings.approvers or None,
+                                            settings_changers=settings.settings_changers or None),
+            allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval)
         self.files = files or SlackFiles(settings.bot_token.get_secret_value(),
                                          settings.file_origins)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None

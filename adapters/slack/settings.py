@@ -5,13 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.config import blank_as_none
-
-
-def _split(v: object) -> object:
-    if isinstance(v, str):
-        return frozenset(x.strip() for x in v.replace(" ", ",").split(",") if x.strip())
-    return v
+from bot.config import blank_as_none, comma_list
 
 
 class SlackSettings(BaseSettings):
@@ -33,7 +27,7 @@ class SlackSettings(BaseSettings):
                      mode="before")
     @classmethod
     def _lists(cls, v: object) -> object:
-        return _split(v)
+        return comma_list(v)
 
     @field_validator("file_origins", mode="after")
     @classmethod
