@@ -64,6 +64,10 @@ class TurnPipeline:
                 self._drain(turn.session_id), name=f"session-{turn.session_id}")
         return fut
 
+    def slots_busy(self) -> bool:
+        """True when every model slot is taken: a new turn would wait for one."""
+        return self._model_calls.locked()
+
     def position(self, turn_id: int) -> int | None:
         """1 for the next to run in its session; None when it is running or unknown."""
         for queue in self._queues.values():

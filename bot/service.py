@@ -7,6 +7,7 @@ call. Adapters (and the pipeline) decide when to run them.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -83,6 +84,15 @@ def settings_after(
                 catalog.check_size(new_model, size or current[2]))
     except catalog.SettingRejected as exc:
         raise OperationRefused(str(exc), "bad_setting") from None
+
+
+# C0 controls and DEL, but not tab and newline: NUL, BEL and terminal escapes in an instruction
+# would be stored, sent to the model and echoed into threads and operators' terminals.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def strip_controls(text: str) -> str:
+    return _CONTROLS.sub("", text)
 
 
 class EditService:
@@ -163,7 +173,7 @@ class EditService:
         Everything a user can get wrong (empty or long text, bad images, settings the model
         does not take) is refused before anything is stored, so a refusal leaves no trace.
         """
-        instruction = instruction.strip()
+        instruction = strip_controls(instruction).strip()
         if not instruction and not attachments:
             raise OperationRefused("Say what to make or change.", "empty_instruction")
         if len(instruction) > MAX_INSTRUCTION_CHARS:

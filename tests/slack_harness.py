@@ -139,7 +139,8 @@ class Harness:
                                  "channel_id": CHANNEL, "is_ephemeral": False},
                    "message": message, "response_url": "http://127.0.0.1:9/r",
                    "actions": [{"action_id": button["action_id"], "value": button.get("value", ""),
-                                "block_id": "b", "type": "button", "action_ts": "1"}]}
+                                "block_id": "b", "type": "button",
+                                "action_ts": f"{time.time():.6f}"}]}
         if self.socket_mode:
             return await self.over_socket(payload, "interactive")
         return await self.post("payload=" + quote(json.dumps(payload)),

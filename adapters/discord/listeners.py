@@ -114,7 +114,8 @@ class DiscordListeners:
         await interaction.response.defer()
         token = current_interaction.set(interaction)
         try:
-            await self.core.on_button(value, str(interaction.user.id), roles_of(interaction.user))
+            await self.core.on_button(value, str(interaction.user.id), roles_of(interaction.user),
+                                      event_key=f"interaction:{interaction.id}")
         finally:
             current_interaction.reset(token)
 

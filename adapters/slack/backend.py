@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -44,6 +45,12 @@ def controls_block(post: VersionPost) -> dict[str, Any]:
     }
 
 
+def no_broadcasts(text: str) -> str:
+    """The bot never writes <!channel>, <!here>, <!everyone> or <!subteam^...> itself, so any in
+    its text came from a user's instruction: shown as text, they ping nobody."""
+    return text.replace("<!", "&lt;!")
+
+
 class SlackBackend:
     platform = "slack"
 
@@ -65,18 +72,20 @@ class SlackBackend:
         return None  # bots have no typing indicator over the Events API
 
     async def post_text(self, key: SessionKey, text: str) -> str:
-        r = await self.client.chat_postMessage(channel=key.channel, thread_ts=key.thread, text=text)
+        r = await self.client.chat_postMessage(channel=key.channel, thread_ts=key.thread,
+                                               text=no_broadcasts(text))
         return str(r["ts"])
 
     async def update_text(self, key: SessionKey, message_id: str, text: str) -> None:
-        await self.client.chat_update(channel=key.channel, ts=message_id, text=text)
+        await self.client.chat_update(channel=key.channel, ts=message_id, text=no_broadcasts(text))
 
     async def post_ephemeral(self, key: SessionKey, user: str, text: str) -> None:
-        await self.client.chat_postEphemeral(channel=key.channel, user=user, text=text,
+        await self.client.chat_postEphemeral(channel=key.channel, user=user, text=no_broadcasts(text),
                                              thread_ts=key.thread)
 
     async def post_version(self, key: SessionKey, post: VersionPost) -> str:
         """One message: the image (an uploaded file shown by an image block), caption, buttons."""
+        post = replace(post, caption=no_broadcasts(post.caption), alt_text=no_broadcasts(post.alt_text))
         ext = post.image_path.suffix or ".jpg"
         data = await asyncio.to_thread(post.image_path.read_bytes)
         upload = await self.client.files_upload_v2(

@@ -53,7 +53,10 @@ class SlackFiles:
             ) as r:
                 if r.is_redirect or r.status_code != 200:
                     raise AttachmentError(self._setup_problem(name, f"HTTP {r.status_code}"))
-                if "text/html" in r.headers.get("content-type", ""):
+                # Slack answers a token without files:read with its sign-in page; an HTML file
+                # someone shared is theirs, and the core's image check refuses it in words.
+                declared_html = "html" in str(file.get("mimetype") or file.get("filetype") or "")
+                if "text/html" in r.headers.get("content-type", "") and not declared_html:
                     raise AttachmentError(self._setup_problem(name, "a sign-in page"))
                 chunks, total = [], 0
                 async for chunk in r.aiter_bytes():
@@ -66,7 +69,7 @@ class SlackFiles:
             raise AttachmentError(f"I could not download {name} from Slack "
                                   f"({type(exc).__name__}); try attaching it again.") from None
         data = b"".join(chunks)
-        if data[:15].lstrip().lower().startswith((b"<!doctype", b"<html")):
+        if not declared_html and data[:15].lstrip().lower().startswith((b"<!doctype", b"<html")):
             raise AttachmentError(self._setup_problem(name, "a sign-in page"))
         return data
 

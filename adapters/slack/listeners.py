@@ -74,8 +74,11 @@ def register(app: AsyncApp, core: ChatCore, files: SlackFiles) -> None:
     @app.action(re.compile(r"^te:"))
     async def on_button(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        await core.on_button(str(action.get("value") or action["action_id"]),
-                             str(body["user"]["id"]))
+        # A click has no event id; Slack stamps each click with its own action_ts.
+        message_ts = (body.get("container") or {}).get("message_ts", "")
+        user = str(body["user"]["id"])
+        click = f"click:{message_ts}:{user}:{action['action_id']}:{action.get('action_ts')}"
+        await core.on_button(str(action.get("value") or action["action_id"]), user, event_key=click)
 
     @app.action(GALLERY_ACTION)
     async def on_gallery_link(ack: Any) -> None:

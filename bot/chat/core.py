@@ -50,6 +50,7 @@ class ChatCore:
         self.pipeline = TurnPipeline(service, max_concurrency=max_concurrency, listener=self,
                                      model_slots=model_slots)
         self._tickers: dict[int, asyncio.Task[None]] = {}
+        self._progress_posted: dict[int, asyncio.Event] = {}
 
     async def start(self, resume_max_age: float = 3600.0) -> list[int]:
         """Show outcomes a stop left unshown, then resume (or report) unfinished turns."""
@@ -129,13 +130,26 @@ class ChatCore:
     async def _submit(self, turn: Turn) -> None:
         session = await self.store.get_session(turn.session_id)
         waiting = await self.store.unfinished_before(turn.session_id, turn.id)
-        text = presenter.queued_line(waiting) if waiting else presenter.progress_line(
-            await self.store.next_version(turn.session_id), turn.model, turn.aspect_ratio,
-            turn.image_size, 0)
-        message_id = await self.backend.post_text(session.key, text)
-        await self.store.record_post(self.platform, self.backend.post_channel(session.key),
-                                     message_id, session.id, turn.id, "progress")
+        version = await self.store.next_version(turn.session_id)
+        slots_busy = self.pipeline.slots_busy()
+        # Queue before posting: the order of turns is the order they were recorded, whatever
+        # the platform's answers to the progress posts do. The turn starts its progress ticker
+        # only once that post exists.
+        posted = self._progress_posted[turn.id] = asyncio.Event()
         self.pipeline.submit(turn)
+        try:
+            if waiting:
+                text = presenter.queued_line(waiting)
+            elif slots_busy:
+                text = presenter.waiting_line(version)
+            else:
+                text = presenter.progress_line(version, turn.model, turn.aspect_ratio,
+                                               turn.image_size, 0)
+            message_id = await self.backend.post_text(session.key, text)
+            await self.store.record_post(self.platform, self.backend.post_channel(session.key),
+                                         message_id, session.id, turn.id, "progress")
+        finally:
+            posted.set()
 
     # Reactions and buttons
 
@@ -164,10 +178,13 @@ class ChatCore:
         assert turn.version is not None
         await self.apply_control(turn.session_id, turn.version, control, actor, roles)
 
-    async def on_button(self, value: str, actor: str, roles: frozenset[str] = frozenset()) -> None:
+    async def on_button(self, value: str, actor: str, roles: frozenset[str] = frozenset(),
+                        event_key: str | None = None) -> None:
         parsed = parse_button_value(value)
         if parsed is None:
             return
+        if event_key is not None and not await self.store.claim_event(self.platform, event_key):
+            return  # the same click delivered again
         control, session_id, version = parsed
         await self.apply_control(session_id, version, control, actor, roles)
 
@@ -200,6 +217,9 @@ class ChatCore:
     # TurnListener: progress and results
 
     async def turn_started(self, turn: Turn) -> None:
+        posted = self._progress_posted.pop(turn.id, None)
+        if posted is not None:
+            await posted.wait()
         message_id = await self.store.post_for_turn(turn.id, "progress")
         if message_id is None:
             return

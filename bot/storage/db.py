@@ -13,6 +13,15 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
+def create_private_file(path: Path) -> None:
+    """Create the database file readable by its owner only before SQLite opens it; SQLite gives
+    its -wal and -shm files the database file's permissions."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for made in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if made.exists():  # files an older version made with the umask's permissions
+            os.chmod(made, 0o600)
+
+
 def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -63,6 +72,7 @@ async def apply_migrations(db: aiosqlite.Connection, directory: Path = MIGRATION
 
 async def open_database(path: Path) -> aiosqlite.Connection:
     make_private_dir(path.parent)
+    create_private_file(path)
     db = await aiosqlite.connect(path, isolation_level=None)  # we manage transactions
     db.row_factory = aiosqlite.Row
     await db.execute("PRAGMA journal_mode=WAL")
