@@ -15,7 +15,8 @@ Order of checks for generateContent (first failure wins, every request is record
 Step 7 compares parsed JSON: key order and snake_case spellings don't matter; anything else
 (dropped thought parts, re-encoded images, url-safe signatures, dummy signatures) does.
 Only then is a `script` entry consumed (so a scripted 429 never hides an invalid request);
-an empty script means a normal success.
+an empty script means a normal success. `hold` (an asyncio.Event) keeps every answer back
+until it is set; `in_flight` and `max_in_flight` count generateContent calls answered at once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -53,6 +54,7 @@ class RecordedRequest:
     headers: dict[str, str]  # header names lower-cased
     status: int  # what the fake answered (499 if the client went away first)
     raw: bytes
+    query: dict[str, str] = field(default_factory=dict)  # the URL's query string (a ?key= shows here)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,13 @@ class FakeGemini:
         self.requests: list[RecordedRequest] = []
         self.script: list[Behaviour] = []
         self.issued: list[dict[str, Any]] = []
+        # generateContent calls being answered right now, and the most there ever were at once:
+        # what a cap on concurrent model calls is checked against.
+        self.in_flight = 0
+        self.max_in_flight = 0
+        # When an Event, every generateContent answer waits until it is set (after the checks,
+        # like Behaviour.slow): a test decides when the model "finishes". None: answer at once.
+        self.hold: asyncio.Event | None = None
         self._signed: dict[str, dict[str, Any]] = {}  # signature -> the exact part that carried it
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -238,8 +247,10 @@ class FakeGemini:
         if action != "generateContent":
             return _json(404, GeminiError(404, "Method not found.", "NOT_FOUND").body())
         headers = {k.lower(): v for k, v in request.headers.items()}
-        record = RecordedRequest(model, {}, headers, 0, raw)
+        record = RecordedRequest(model, {}, headers, 0, raw, dict(request.query))
         self.requests.append(record)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             response = await self._generate(request, model, raw, record)
         except GeminiError as err:
@@ -247,6 +258,8 @@ class FakeGemini:
         except asyncio.CancelledError:
             record.status = 499  # client closed the connection (e.g. its timeout fired)
             raise
+        finally:
+            self.in_flight -= 1
         record.status = response.status
         return response
 
@@ -289,6 +302,8 @@ class FakeGemini:
         turns = sum(1 for c in contents if c.get("role", "user") == "user")
         ctx = _Context(model, contents, turns, ratio, size, text_tokens, image_tokens)
         behaviour = self.script.pop(0) if self.script else Behaviour("success")
+        if self.hold is not None:
+            await self._wait_for_release(self.hold)
         if behaviour.kind == "slow":
             try:
                 await asyncio.wait_for(self._stopping.wait(), behaviour.seconds)
@@ -296,6 +311,16 @@ class FakeGemini:
                 pass
         modalities = [m.upper() for m in gen_config.get("responseModalities", ["TEXT", "IMAGE"])]
         return self._answer(behaviour, ctx, modalities)
+
+    async def _wait_for_release(self, hold: asyncio.Event) -> None:
+        # Stopping the server also releases held requests, so a failed test cannot hang here.
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        released = asyncio.ensure_future(hold.wait())
+        try:
+            await asyncio.wait({stopping, released}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            released.cancel()
 
     # ---- answers ------------------------------------------------------------------------------
     def _answer(self, b: Behaviour, ctx: _Context, modalities: list[str]) -> web.Response:
