@@ -242,7 +242,10 @@ class ChatCore:
     async def turn_finished(self, result: TurnResult) -> None:
         ticker = self._tickers.pop(result.turn_id, None)
         if ticker:
+            # Let a progress edit already under way finish first, so it cannot land after
+            # (and hide) the outcome below.
             ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
         session = await self.store.get_session(result.session_id)
         key = session.key
         progress_id = await self.store.post_for_turn(result.turn_id, "progress")
