@@ -5,9 +5,27 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiosqlite
+
 from bot.domain import Session, SessionKey, Turn
 from bot.storage.db import utcnow
 from bot.storage.repository import SessionStore
+
+# What a row counts against a budget: its estimate while the call runs, then what it cost.
+SPENT = "SUM(CASE state WHEN 'reserved' THEN reserved_usd ELSE cost_usd END)"
+
+
+async def _spent_on(db: aiosqlite.Connection, key: SessionKey, day: str) -> float:
+    async with db.execute(
+        f"SELECT COALESCE({SPENT}, 0) FROM usage WHERE platform=? AND workspace=? AND day=?",
+        (key.platform, key.workspace, day),
+    ) as cur:
+        row = await cur.fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
 
 
 class UsageLedger:
@@ -28,20 +46,13 @@ class UsageLedger:
                       budget: float | None) -> bool:
         """Reserve `usd` for the turn unless that would pass the workspace's budget for today.
         A turn reserves once: a resumed turn keeps its first reservation."""
-        day = datetime.now(UTC).date().isoformat()
+        day = _today()
         async with self.store.transaction() as db:
             async with db.execute("SELECT 1 FROM usage WHERE turn_id=?", (turn.id,)) as cur:
                 if await cur.fetchone():
                     return True
-            if budget is not None:
-                async with db.execute(
-                    "SELECT COALESCE(SUM(CASE state WHEN 'reserved' THEN reserved_usd"
-                    " ELSE cost_usd END), 0) FROM usage WHERE platform=? AND workspace=? AND day=?",
-                    (session.key.platform, session.key.workspace, day),
-                ) as cur:
-                    row = await cur.fetchone()
-                if float(row[0] if row else 0) + usd > budget + 1e-9:
-                    return False
+            if budget is not None and await _spent_on(db, session.key, day) + usd > budget + 1e-9:
+                return False
             await db.execute(
                 "INSERT INTO usage (turn_id, session_id, platform, workspace, user, model, image_size,"
                 " reserved_usd, state, day, created_at) VALUES (?,?,?,?,?,?,?,?,'reserved',?,?)",
@@ -50,14 +61,7 @@ class UsageLedger:
         return True
 
     async def spent_today(self, key: SessionKey) -> float:
-        day = datetime.now(UTC).date().isoformat()
-        async with self.store.db.execute(
-            "SELECT COALESCE(SUM(CASE state WHEN 'reserved' THEN reserved_usd ELSE cost_usd END), 0)"
-            " FROM usage WHERE platform=? AND workspace=? AND day=?",
-            (key.platform, key.workspace, day),
-        ) as cur:
-            row = await cur.fetchone()
-        return float(row[0]) if row else 0.0
+        return await _spent_on(self.store.db, key, _today())
 
     async def settle(self, turn_id: int, cost_usd: float | None) -> None:
         """Charge the actual cost, or refund (None) when the call made no image."""
@@ -69,7 +73,6 @@ class UsageLedger:
 
     async def report(self, since_day: str) -> dict[str, list[dict[str, Any]]]:
         """Spend since a UTC date by workspace, by user and by session (charged and still reserved)."""
-        spent = "SUM(CASE state WHEN 'reserved' THEN reserved_usd ELSE cost_usd END)"
         groups = {
             "workspaces": "platform, workspace",
             "users": "platform, workspace, user",
@@ -78,7 +81,7 @@ class UsageLedger:
         out: dict[str, list[dict[str, Any]]] = {}
         for name, cols in groups.items():
             async with self.store.db.execute(
-                f"SELECT {cols}, ROUND({spent}, 4) AS usd, COUNT(*) AS calls,"
+                f"SELECT {cols}, ROUND({SPENT}, 4) AS usd, COUNT(*) AS calls,"
                 f" SUM(state = 'charged') AS images FROM usage WHERE day >= ?"
                 f" GROUP BY {cols} ORDER BY usd DESC", (since_day,),
             ) as cur:
