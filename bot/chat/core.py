@@ -159,6 +159,10 @@ class ChatCore:
         control = REACTIONS.get(emoji)
         if control is None:
             return
+        # Most reactions are on other people's messages: one read, and nothing written, for them.
+        post = await self.store.find_post(self.platform, channel, message_id)
+        if post is None or post["kind"] != "version":
+            return
         if event_key is None:
             # The platform gives reactions no event id (Discord): each person's reaction is a
             # toggle, so a replayed add or remove does nothing and a real one always counts.
@@ -170,9 +174,6 @@ class ChatCore:
                 return
             control = Control.WITHDRAW
         if not await self.store.claim_event(self.platform, event_key):
-            return
-        post = await self.store.find_post(self.platform, channel, message_id)
-        if post is None or post["kind"] != "version":
             return
         turn = await self.store.get_turn(post["turn_id"])
         assert turn.version is not None
