@@ -54,7 +54,7 @@ class DiscordListeners:
         assert self.client.user is not None
         return self.client.user.id
 
-    async def _parent_of(self, channel: object, guild: discord.Guild) -> int | None:
+    async def _parent_of(self, channel: object) -> int | None:
         """The parent channel of a thread, or None when `channel` is not a thread. Asks Discord
         when the cache does not know the channel (a thread not seen since the restart)."""
         if isinstance(channel, discord.Thread):
@@ -77,7 +77,7 @@ class DiscordListeners:
         mentioned = any(u.id == self.bot_id for u in message.mentions)
         if not mentioned and not self.client.intents.message_content:
             return  # without the privileged intent the text and files of this message are blank
-        parent = await self._parent_of(message.channel, message.guild)
+        parent = await self._parent_of(message.channel)
         if parent is None and not mentioned:
             return  # channel chatter: only a mention starts a session there
         if parent is None:  # a mention in a channel: the session gets a thread on this message
@@ -127,7 +127,7 @@ class DiscordListeners:
             await interaction.response.send_message("Use /edit in a server's text channel.",
                                                     ephemeral=True)
             return
-        parent = await self._parent_of(channel, guild)
+        parent = await self._parent_of(channel)
         key_channel = str(parent if parent is not None else channel.id)
         refusal = await self.core.channel_refusal(
             SessionKey("discord", str(guild.id), key_channel, ""), str(interaction.user.id))
