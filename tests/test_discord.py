@@ -22,6 +22,7 @@ from tests.conftest import API_KEY
 from tests.discord_harness import ALICE, BOB, CHANNEL, GUILD, NO_THREADS, DiscordHarness, custom_id
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.gemini_server import FakeGemini
+from tests.processes import start_run
 from tests.slack_harness import eventually, png
 from tests.test_cli import _env
 
@@ -270,11 +271,8 @@ async def test_threadedit_run_starts_discord_and_refuses_a_bad_token(
         tmp_path: Path, fake: FakeDiscord, gemini: FakeGemini):
     env = _env(tmp_path, DISCORD_TOKEN=fake.token, DISCORD_API_BASE=fake.api_base,
                GEMINI_API_KEY=API_KEY, GEMINI_BASE_URL=gemini.base_url)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc, line = await start_run(tmp_path, env)
     assert proc.stderr is not None
-    line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
     assert line.startswith("threadedit: started Discord (as threadedit")
     await fake.wait_connected()
     proc.send_signal(signal.SIGTERM)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from bot.links import LinkCheck, load_link_secret, verify
 from tests.conftest import API_KEY
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.slack_server import FakeSlack
+from tests.processes import free_port, start_run
 from tests.slack_harness import CHANNEL, ROOT_TS, SECRET, TOKEN, Harness, eventually, texts
 from tests.test_cli import _env
 
@@ -122,18 +122,12 @@ def _key() -> SessionKey:
 
 async def test_threadedit_run_says_what_it_started_and_stops_on_sigterm(
         tmp_path: Path, slack: FakeSlack, gemini: FakeGemini):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     env = _env(tmp_path, SLACK_BOT_TOKEN=TOKEN, SLACK_SIGNING_SECRET=SECRET,
                SLACK_API_URL=slack.api_url, THREADEDIT_PORT=str(port),
                GEMINI_API_KEY=API_KEY, GEMINI_BASE_URL=gemini.base_url)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc, line = await start_run(tmp_path, env)
     assert proc.stderr is not None
-    line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
     assert line.startswith(f"threadedit: started Slack (HTTP, POST http://127.0.0.1:{port}/slack/events)")
     assert "engine gemini" in line
     async with httpx.AsyncClient() as http:  # it really serves, and answers unsigned requests 401

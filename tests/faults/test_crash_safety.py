@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,32 +18,23 @@ from slack_sdk.signature import SignatureVerifier
 from tests.conftest import API_KEY
 from tests.fakes.gemini_server import Behaviour, FakeGemini
 from tests.fakes.slack_server import FakeSlack, SlackError
+from tests.processes import free_port, start_run
 from tests.slack_harness import CHANNEL, ROOT_TS, SECRET, TOKEN, eventually
 from tests.test_cli import _env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class BotProcess:
     """`threadedit run` in HTTP mode, as an operator would start it."""
 
     def __init__(self, tmp: Path, slack: FakeSlack, gemini: FakeGemini, **env: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.env = _env(tmp, SLACK_BOT_TOKEN=TOKEN, SLACK_SIGNING_SECRET=SECRET,
                         SLACK_API_URL=slack.api_url, THREADEDIT_PORT=str(self.port),
                         GEMINI_API_KEY=API_KEY, GEMINI_BASE_URL=gemini.base_url, **env)
         self.tmp = tmp
 
     async def __aenter__(self) -> BotProcess:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", cwd=self.tmp, env=self.env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        assert self.proc.stderr is not None
-        line = (await asyncio.wait_for(self.proc.stderr.readline(), 30)).decode()
+        self.proc, line = await start_run(self.tmp, self.env)
         assert line.startswith("threadedit: started Slack"), line
         return self
 
