@@ -4,6 +4,7 @@ a local origin, and the fake Gemini API behind the core."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 
@@ -237,9 +238,16 @@ async def test_channels_outside_the_allowed_list_are_refused(slack, gemini, data
 
 
 async def test_progress_line_is_updated_while_the_turn_runs(bot: Harness):
-    bot.gemini.script.append(Behaviour.slow(0.4))
+    def updates() -> list[str]:
+        return [c.args["text"] for c in bot.slack.calls if c.method == "chat.update"]
+
+    def working() -> list[str]:
+        return [t for t in updates() if t.startswith("Working on v1 · Nano Banana 2 · auto aspect · 1K")]
+
+    # The model answers only once the line has been updated twice, however slow the machine.
+    bot.gemini.hold = asyncio.Event()
     await bot.mention("a slow poster")
+    await eventually(lambda: len(working()) >= 2)
+    bot.gemini.hold.set()
     await eventually(bot.versions)
-    updates = [c.args["text"] for c in bot.slack.calls if c.method == "chat.update"]
-    working = [t for t in updates if t.startswith("Working on v1 · Nano Banana 2 · auto aspect · 1K")]
-    assert len(working) >= 2 and updates[-1] == "v1 is ready."
+    await eventually(lambda: updates()[-1] == "v1 is ready.")
