@@ -59,16 +59,18 @@ class AccessPolicy:
     settings_roles: frozenset[str] | None = None  # platform roles that may change settings
 
     def may_approve(self, user: str, roles: frozenset[str] = frozenset()) -> bool:
-        if self.approvers is None and self.approver_roles is None:
-            return True
-        return bool((self.approvers and user in self.approvers)
-                    or (self.approver_roles and roles & self.approver_roles))
+        return _listed(user, roles, self.approvers, self.approver_roles)
 
     def may_change_settings(self, user: str, roles: frozenset[str] = frozenset()) -> bool:
-        if self.settings_changers is None and self.settings_roles is None:
-            return True
-        return bool((self.settings_changers and user in self.settings_changers)
-                    or (self.settings_roles and roles & self.settings_roles))
+        return _listed(user, roles, self.settings_changers, self.settings_roles)
+
+
+def _listed(user: str, roles: frozenset[str], users: frozenset[str] | None,
+            allowed_roles: frozenset[str] | None) -> bool:
+    """Anyone when neither list is set; else a listed user or a holder of a listed role."""
+    if users is None and allowed_roles is None:
+        return True
+    return bool((users and user in users) or (allowed_roles and roles & allowed_roles))
 
 
 def settings_after(
