@@ -11,6 +11,7 @@ from functools import partial
 from bot.chat.backend import ChatBackend
 from bot.chat.core import ChatCore
 from bot.config import Settings
+from bot.context import ContextBudget
 from bot.engine import Engine
 from bot.links import gallery_link
 from bot.service import AccessPolicy, EditService, SessionDefaults
@@ -52,11 +53,8 @@ def make_chat_core(app: App, backend: ChatBackend, policy: AccessPolicy, *,
                    allowed_channels: frozenset[str] | None, progress_interval: float) -> ChatCore:
     """A chat adapter's core: the app's store, engine and limits under the adapter's own access
     policy, sharing the process's cap on model calls."""
-    service = EditService(
-        app.store, app.blobs, app.engine, defaults=app.service.defaults, policy=policy,
-        image_limits=app.service.image_limits, spend_limits=app.service.spend_limits)
     return ChatCore(
-        service, backend, max_concurrency=app.settings.max_concurrency,
+        app.service.with_policy(policy), backend, max_concurrency=app.settings.max_concurrency,
         allowed_channels=allowed_channels, progress_interval=progress_interval,
         offline=app.engine.name == "local", model_slots=app.model_slots,
         gallery_link=partial(gallery_link, app.settings))
@@ -71,7 +69,11 @@ async def open_app(settings: Settings, engine: Engine | None = None) -> AsyncIte
     defaults = SessionDefaults(settings.model, settings.aspect_ratio, settings.image_size)
     limits = SpendLimits(user_turns_per_hour=settings.user_turns_per_hour or None,
                          workspace_daily_usd=settings.daily_budget_usd or None)
-    service = EditService(store, blobs, engine, defaults=defaults, spend_limits=limits)
+    context = ContextBudget(max_tokens=settings.context_max_tokens,
+                            max_bytes=int(settings.context_max_mb * 1_000_000),
+                            count_tokens=settings.gemini_count_tokens)
+    service = EditService(store, blobs, engine, defaults=defaults, spend_limits=limits,
+                          context=context)
     try:
         yield App(settings, store, blobs, engine, service,
                   asyncio.Semaphore(settings.max_concurrency))

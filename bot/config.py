@@ -56,12 +56,22 @@ class Settings(BaseSettings):
     aspect_ratio: str | None = Field(default=None, alias="THREADEDIT_ASPECT_RATIO")
     image_size: str | None = Field(default="1K", alias="THREADEDIT_IMAGE_SIZE")
     max_concurrency: int = Field(default=4, ge=1, le=256, alias="THREADEDIT_MAX_CONCURRENCY")
-    # Turns a crash left unfinished are re-run at the next start when younger than this;
-    # older ones are reported failed in their thread (a stale image is worse than a clear note).
+    # Bounded context (bot/context.py): past either budget a request is re-anchored on the head
+    # image. The token budget is also held to half the model's input limit; the byte budget may
+    # not pass 20 MB, the most a request carries (research section 4).
+    context_max_tokens: int = Field(default=32_000, ge=2_000, le=1_000_000,
+                                    alias="THREADEDIT_CONTEXT_MAX_TOKENS")
+    context_max_mb: float = Field(default=10.0, ge=1.0, le=20.0, alias="THREADEDIT_CONTEXT_MAX_MB")
+    # Ask Gemini's countTokens before sending a request whose estimate is past half the budget.
+    gemini_count_tokens: bool = Field(default=False, alias="GEMINI_COUNT_TOKENS")
+    # Send reference images through the Files API (uploaded once, reused for up to 48 hours).
+    gemini_files_api: bool = Field(default=False, alias="GEMINI_FILES_API")
     # Spend limits (0 turns a limit off): turns one user may ask for per hour in a workspace,
     # and USD a workspace may spend per UTC day, priced from catalog.py's table.
     user_turns_per_hour: int = Field(default=30, ge=0, alias="THREADEDIT_USER_TURNS_PER_HOUR")
     daily_budget_usd: float = Field(default=20.0, ge=0, alias="THREADEDIT_DAILY_BUDGET_USD")
+    # Turns a crash left unfinished are re-run at the next start when younger than this;
+    # older ones are reported failed in their thread (a stale image is worse than a clear note).
     resume_max_age_seconds: float = Field(
         default=3600.0, ge=0, alias="THREADEDIT_RESUME_MAX_AGE_SECONDS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

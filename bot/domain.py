@@ -90,6 +90,9 @@ class Turn:
     reason: str | None = None
     message: str | None = None
     usage: dict[str, Any] | None = None
+    # Set when the request was re-anchored: the self-contained user turn that was sent instead
+    # of the history (see bot/context.py). Such a turn starts a new segment of its path.
+    anchor_content: dict[str, Any] | None = None
     started_at: str | None = None
     finished_at: str | None = None
 

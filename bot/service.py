@@ -11,8 +11,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import catalog
+from bot.context import ContextBudget, ContextPlanner
 from bot.domain import (
     FINISHED,
     OperationRefused,
@@ -27,14 +29,18 @@ from bot.domain import (
     undo_target,
 )
 from bot.engine import Engine, EngineError
-from bot.gemini.contents import build_request, user_content
+from bot.gemini.contents import user_content
 from bot.gemini.response import interpret_response
 from bot.images import ImageLimits, check_image
+from bot.model_call import ModelCall
 from bot.results import Attachment, HistoryView, TurnResult, VersionInfo
 from bot.spending import SpendGuard, SpendLimits
-from bot.storage.blobs import BlobStore, pack_content, unpack_content
+from bot.storage.blobs import BlobStore, pack_content
 from bot.storage.repository import SessionStore
 from bot.storage.usage import UsageLedger
+
+if TYPE_CHECKING:
+    from bot.gemini.files import ReferenceFiles
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +114,8 @@ class EditService:
         policy: AccessPolicy = AccessPolicy(),
         image_limits: ImageLimits = ImageLimits(),
         spend_limits: SpendLimits | None = None,
+        context: ContextBudget = ContextBudget(),
+        files: ReferenceFiles | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -118,6 +126,16 @@ class EditService:
         self.spend_limits = spend_limits or SpendLimits()
         self.spend = SpendGuard(UsageLedger(store), replace(
             self.spend_limits, priced=self.spend_limits.priced and engine.name != "local"))
+        self.context = context
+        self.files = files
+        self.calls = ModelCall(engine, blobs, ContextPlanner(blobs, context), files)
+
+    def with_policy(self, policy: AccessPolicy) -> EditService:
+        """The same service (store, engine, limits, context budget) under another access policy:
+        each chat adapter has its own approvers."""
+        return EditService(self.store, self.blobs, self.engine, defaults=self.defaults,
+                           policy=policy, image_limits=self.image_limits,
+                           spend_limits=self.spend_limits, context=self.context, files=self.files)
 
     # Sessions and settings
 
@@ -268,14 +286,12 @@ class EditService:
         await self.store.mark_running(turn.id, parent_id)
         turn.parent_turn_id = parent_id
         try:
-            history = [(unpack_content(t.user_content, self.blobs),
-                        unpack_content(t.model_content or {}, self.blobs))
-                       for t in path_to(state.by_id, parent_id)]
-            body = build_request(history, unpack_content(turn.user_content, self.blobs),
-                                 model=turn.model, aspect=turn.aspect_ratio, size=turn.image_size)
-            await self.spend.reserve(state.session, turn, body)
+            path = path_to(state.by_id, parent_id)
+            prepared = await self.calls.prepare(turn, path)
+            await self.spend.reserve(state.session, turn, prepared.body)
             try:
-                outcome = interpret_response(await self.engine.generate(turn.model, body))
+                response, prepared = await self.calls.send(turn, path, prepared)
+                outcome = interpret_response(response)
             except Exception:  # no image: refund (a cancelled call keeps its reservation for the resume)
                 await self.spend.settle(turn, False, None)
                 raise
@@ -306,7 +322,8 @@ class EditService:
             key = self.blobs.put(outcome.image, outcome.mime or "image/jpeg")
             await self.store.finish_turn(turn, TurnState.DONE, model_content=packed,
                                          image_blob=key, image_mime=outcome.mime,
-                                         text_reply=outcome.text, usage=outcome.usage)
+                                         text_reply=outcome.text, usage=outcome.usage,
+                                         anchor_content=prepared.plan.anchor)
         else:
             state_for = {"text": TurnState.TEXT, "blocked": TurnState.BLOCKED}
             await self.store.finish_turn(

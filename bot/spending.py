@@ -41,7 +41,7 @@ def estimate_usd(model: str, size: str | None, body: dict[str, Any]) -> float:
     images = chars = 0
     for content in body.get("contents", []):
         for part in content.get("parts", []):
-            if "inlineData" in part:
+            if "inlineData" in part or "fileData" in part:
                 images += 1
             elif "text" in part:
                 chars += len(part["text"])

@@ -66,6 +66,7 @@ def _turn(row: aiosqlite.Row) -> Turn:
         reason=row["reason"],
         message=row["message"],
         usage=json.loads(row["usage"]) if row["usage"] else None,
+        anchor_content=json.loads(row["anchor_content"]) if row["anchor_content"] else None,
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
@@ -243,15 +244,17 @@ class SessionStore:
         reason: str | None = None,
         message: str | None = None,
         usage: dict[str, Any] | None = None,
+        anchor_content: dict[str, Any] | None = None,
     ) -> Turn:
         """Record the outcome; a version gets the next number and becomes the head, atomically."""
         async with self.transaction() as db:
             version = await self.next_version(turn.session_id) if state is TurnState.DONE else None
             await db.execute(
                 "UPDATE turns SET state=?, model_content=?, version=?, image_blob=?, image_mime=?,"
-                " text_reply=?, reason=?, message=?, usage=?, finished_at=? WHERE id=?",
+                " text_reply=?, reason=?, message=?, usage=?, anchor_content=?, finished_at=?"
+                " WHERE id=?",
                 (state.value, _json(model_content), version, image_blob, image_mime, text_reply,
-                 reason, message, _json(usage), utcnow(), turn.id),
+                 reason, message, _json(usage), _json(anchor_content), utcnow(), turn.id),
             )
             if version is not None:
                 await db.execute(_SET_HEAD, (turn.id, utcnow(), turn.session_id))
