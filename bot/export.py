@@ -38,6 +38,9 @@ def build_manifest(state: SessionState, audit: list[dict[str, Any]]) -> dict[str
             "mime": t.image_mime,
             "sha256": (t.image_blob or "").split(".")[0],
             "text": t.text_reply,
+            # The request was re-anchored: the model saw the decisions so far and the parent
+            # image, not the whole conversation (bot/context.py).
+            "condensed_history": t.anchor_content is not None,
             "approvals": [
                 {"by": a.approved_by, "at": a.approved_at, "withdrawn_by": a.withdrawn_by,
                  "withdrawn_at": a.withdrawn_at}

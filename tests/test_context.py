@@ -13,6 +13,7 @@ import pytest
 from bot import catalog
 from bot.context import ContextBudget, ContextPlanner, decisions_text
 from bot.domain import SessionKey, Turn, TurnKind, TurnState
+from bot.export import build_manifest
 from bot.service import EditService, SessionDefaults
 from bot.storage.blobs import BlobStore, unpack_content
 from bot.storage.repository import SessionStore
@@ -90,6 +91,9 @@ async def test_the_anchor_carries_the_head_image_the_decisions_and_the_instructi
     following = gemini.requests[n + 1]
     assert following.body["contents"][0] == unpack_content(anchored_turn.anchor_content, blobs)
     assert following.body["contents"][1] == gemini.issued[n]
+    # The export says which versions were made from a condensed history.
+    manifest = build_manifest(state, [])
+    assert [v["version"] for v in manifest["versions"] if v["condensed_history"]] == [n + 1]
 
 
 async def test_a_too_large_answer_re_anchors_once_and_the_turn_succeeds(
