@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from bot.chat.backend import ChatBackend
 from bot.chat.core import ChatCore
@@ -19,6 +20,9 @@ from bot.spending import SpendLimits
 from bot.storage.blobs import BlobStore
 from bot.storage.db import make_private_dir
 from bot.storage.repository import SessionStore
+
+if TYPE_CHECKING:
+    from bot.gemini.files import ReferenceFiles
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -72,11 +76,27 @@ async def open_app(settings: Settings, engine: Engine | None = None) -> AsyncIte
     context = ContextBudget(max_tokens=settings.context_max_tokens,
                             max_bytes=int(settings.context_max_mb * 1_000_000),
                             count_tokens=settings.gemini_count_tokens)
+    files = reference_files(settings, engine, store, blobs)
     service = EditService(store, blobs, engine, defaults=defaults, spend_limits=limits,
-                          context=context)
+                          context=context, files=files)
     try:
         yield App(settings, store, blobs, engine, service,
                   asyncio.Semaphore(settings.max_concurrency))
     finally:
+        if files is not None:
+            await files.files.aclose()
         await engine.aclose()
         await store.close()
+
+
+def reference_files(settings: Settings, engine: Engine, store: SessionStore,
+                    blobs: BlobStore) -> ReferenceFiles | None:
+    """The Files API for reference images, when asked for and the engine is Gemini's (the
+    offline engine has no files to upload to)."""
+    if not settings.gemini_files_api or engine.name != "gemini" or settings.gemini_api_key is None:
+        return None
+    from bot.gemini.files import GeminiFiles, ReferenceFiles
+    from bot.storage.uploads import UploadedFiles
+
+    uploader = GeminiFiles(settings.gemini_api_key.get_secret_value(), settings.gemini_base_url)
+    return ReferenceFiles(uploader, UploadedFiles(store), blobs)

@@ -14,7 +14,7 @@ class EngineError(Exception):
 
     `code` is stable and machine-readable (CLI `reason`, logs, tests):
     rate_limited, quota_exhausted, unavailable, timeout, network, bad_request, auth,
-    model_not_found, context_too_large, bad_response.
+    model_not_found, context_too_large, file_missing, bad_response.
     """
 
     def __init__(self, code: str, message: str, *, status: int | None = None) -> None:

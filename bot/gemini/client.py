@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 500, 502, 503, 504}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+# A fileData URI naming a file that expired (48 h), was deleted or is not ACTIVE. The real answer
+# is 403 PERMISSION_DENIED "You do not have permission to access the File <id> or it may not
+# exist." (see tests/fakes/gemini_rules.MSG_FILE_MISSING); the other spellings are guards.
+_FILE_MISSING = re.compile(
+    r"permission to access the File\b|\bFile [\w/.-]+ (?:does not exist|was not found|"
+    r"is not in an ACTIVE state)", re.IGNORECASE)
+COUNT_TIMEOUT = 15.0
 
 
 class RetryableEngineError(EngineError):
@@ -76,6 +83,10 @@ def classify(model: str, response: httpx.Response) -> EngineError:
     _status, message, details = _error_fields(body)
     code = response.status_code
     google = f" (Gemini said: {message[:300]})" if message else ""
+    # Before the auth branch: this 403 is about an uploaded file, not the API key.
+    if code in (400, 403, 404) and _FILE_MISSING.search(message):
+        return EngineError("file_missing", "A reference image uploaded to Gemini has expired; "
+                           "sending it again.", status=code)
     if code == 429:
         if _per_day_quota(details):
             return EngineError("quota_exhausted", "The Gemini project's daily quota is used up; "
@@ -173,6 +184,35 @@ class GeminiEngine:
         log.warning("gemini call failed (%s), retry %d in %.1fs",
                     getattr(exc, "code", type(exc).__name__), state.attempt_number,
                     state.next_action.sleep if state.next_action else 0.0)
+
+    async def count_tokens(self, model: str, body: dict[str, Any]) -> int:
+        """Input tokens of a `generateContent` body (one attempt, short timeout).
+
+        Sends the nested form, which counts generationConfig and tools too (research section 6).
+        Raises EngineError on any failure, classified like generate's.
+        """
+        payload = json.dumps({"generateContentRequest": {"model": f"models/{model}", **body}},
+                             separators=(",", ":")).encode()
+        url = f"{self.base_url}/v1beta/models/{model}:countTokens"
+        try:
+            response = await self._http.post(url, content=payload, timeout=COUNT_TIMEOUT)
+        except httpx.TimeoutException:
+            raise EngineError("timeout", "Gemini did not answer in time (counting tokens).") from None
+        except httpx.TransportError as exc:
+            raise EngineError(
+                "network", f"Could not reach Gemini at {self.base_url} ({type(exc).__name__})."
+            ) from None
+        if response.status_code != 200:
+            err = classify(model, response)
+            raise EngineError(err.code, err.message, status=err.status)
+        try:
+            total = response.json()["totalTokens"]
+        except (ValueError, KeyError, TypeError):
+            raise EngineError("bad_response", "Gemini's token count was not understood.",
+                              status=200) from None
+        if not isinstance(total, int) or isinstance(total, bool):
+            raise EngineError("bad_response", "Gemini's token count was not a number.", status=200)
+        return total
 
     async def _once(self, model: str, payload: bytes) -> dict[str, Any]:
         url = f"{self.base_url}/v1beta/models/{model}:generateContent"

@@ -86,6 +86,14 @@ MSG_TEXT_SIG = "Text part is missing a thought_signature " + _POSITION  # REAL
 MSG_BAD_SIG = (  # REAL; 0-based index
     "Unable to submit request because it has an invalid thought signature for content at index {i}."
 )
+# Files API. REAL: 403 with this message for a fileData URI (generateContent, countTokens) or a
+# GET/DELETE naming a file that is unknown, expired (48 h) or deleted; the id is the bare one,
+# without "files/" (google-gemini/deprecated-generative-ai-python#365 on countTokens, #692 on
+# generateContent, deprecated-generative-ai-js#236 on GET files/{id}); the Python SDK raised
+# PermissionDenied for it, i.e. status PERMISSION_DENIED.
+MSG_FILE_MISSING = "You do not have permission to access the File {id} or it may not exist."
+# RECALLED: a file still PROCESSING (or FAILED) used in a request; 400 FAILED_PRECONDITION.
+MSG_FILE_NOT_ACTIVE = "The File {id} is not in an ACTIVE state and usage is not allowed."
 # The documented dummy signatures ("context_engineering_is_the_way_to_go",
 # "skip_thought_signature_validator") are refused like any signature this server did not issue:
 # whether they work on image parts is UNVERIFIED, and our client must not rely on them.

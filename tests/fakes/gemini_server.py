@@ -10,6 +10,8 @@ Order of checks for generateContent (first failure wins, every request is record
  1. API key (`x-goog-api-key` header, else `?key=`), then the model id (404 for unknown/retired);
  2. body is a JSON object;  3. proto-JSON field names/types (gemini_rules.REQUEST);
  4. contents/roles;  5. inline images (MIME type, standard base64, Pillow can decode them);
+ 5b. fileData parts: a live ACTIVE file this fake holds, same MIME type (gemini_files.py), else
+    the real 403 "You do not have permission to access the File <id> or it may not exist.";
  6. imageConfig per model;  7. model turns on Gemini 3 models: verbatim replays of `issued` only;
  8. input token estimate within the model's limit (gemini_rules.count_tokens).
 Step 7 compares parsed JSON: key order and snake_case spellings don't matter; anything else
@@ -17,6 +19,9 @@ Step 7 compares parsed JSON: key order and snake_case spellings don't matter; an
 Only then is a `script` entry consumed (so a scripted 429 never hides an invalid request);
 an empty script means a normal success. `hold` (an asyncio.Event) keeps every answer back
 until it is set; `in_flight` and `max_in_flight` count generateContent calls answered at once.
+
+The Files API (upload, get, delete; expiry on a movable clock) is gemini_files.FakeFiles, reached
+as `files_api`; `files`, `uploads` and `expire_files()` are shortcuts to it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from aiohttp import web
 from PIL import Image, ImageDraw
 
 from tests.fakes import gemini_rules as rules
+from tests.fakes.gemini_files import FakeFiles, StoredFile
 from tests.fakes.gemini_rules import GeminiError
 
 _HELP = "https://ai.google.dev/gemini-api/docs/rate-limits"
@@ -148,6 +154,11 @@ class FakeGemini:
         self.next_image: tuple[str, bytes] | None = None
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
+        self.count_requests: list[RecordedRequest] = []  # countTokens calls, as sent
+        # Input tokens per image beyond the documented figure, in countTokens, usage and the
+        # input limit: the real tokenizer, which no estimate from the docs predicts exactly.
+        self.extra_tokens_per_image = 0
+        self.files_api = FakeFiles(self._auth)
         self.script: list[Behaviour] = []
         self.issued: list[dict[str, Any]] = []
         # generateContent calls being answered right now, and the most there ever were at once:
@@ -167,6 +178,7 @@ class FakeGemini:
         app.router.add_get("/v1beta/models", self._list_models)
         app.router.add_get("/v1beta/models/{model}", self._get_model)
         app.router.add_post("/v1beta/models/{model_action}", self._post)
+        self.files_api.add_routes(app.router)
         self._stopping = asyncio.Event()
         self._runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
@@ -176,6 +188,21 @@ class FakeGemini:
         await site.start()
         port = self._runner.addresses[0][1]
         self.base_url = f"http://127.0.0.1:{port}"
+        self.files_api.base_url = self.base_url
+
+    @property
+    def files(self) -> dict[str, StoredFile]:
+        """Uploaded files by id (expired and deleted ones too)."""
+        return self.files_api.files
+
+    @property
+    def uploads(self) -> int:
+        """How many uploads were finalized."""
+        return self.files_api.uploads
+
+    def expire_files(self, *ids: str) -> None:
+        """Expire these files (ids or names), or all of them: later uses get the real 403."""
+        self.files_api.expire(*ids)
 
     async def stop(self) -> None:
         self._stopping.set()  # wake up Behaviour.slow sleepers
@@ -240,10 +267,15 @@ class FakeGemini:
         model, _, action = request.match_info["model_action"].rpartition(":")
         raw = await request.read()
         if action == "countTokens":
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            record = RecordedRequest(model, {}, headers, 0, raw, dict(request.query))
+            self.count_requests.append(record)
             try:
-                return self._count_tokens(request, model, raw)
+                response = self._count_tokens(request, model, raw, record)
             except GeminiError as err:
-                return _json(err.code, err.body())
+                response = _json(err.code, err.body())
+            record.status = response.status
+            return response
         if action != "generateContent":
             return _json(404, GeminiError(404, "Method not found.", "NOT_FOUND").body())
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -273,12 +305,27 @@ class FakeGemini:
             snippet = raw[:40].decode("utf-8", "replace")
             raise rules.bad_request(rules.MSG_BAD_JSON.format(snippet=snippet)) from None
 
-    def _count_tokens(self, request: web.Request, model: str, raw: bytes) -> web.Response:
-        body = rules.parse_message(rules.COUNT_REQUEST, self._parse_body(request, model, raw))
-        contents = body.get("generateContentRequest", body).get("contents", [])
-        text, image = rules.count_tokens(model, contents)
+    def _count_tokens(
+        self, request: web.Request, model: str, raw: bytes, record: RecordedRequest
+    ) -> web.Response:
+        parsed = self._parse_body(request, model, raw)
+        if isinstance(parsed, dict):
+            record.body = parsed
+        body = rules.parse_message(rules.COUNT_REQUEST, parsed)
+        nested = body.get("generateContentRequest")
+        if nested is not None and nested.get("model") != f"models/{model}":
+            raise rules.bad_request(  # the nested form names its model (research section 6)
+                "* CountTokensRequest.generate_content_request.model: unexpected model name format\n")
+        contents = (nested or body).get("contents", [])
+        self.files_api.check_parts(contents)
+        text, image = self._count(model, contents)
         return _json(200, {"totalTokens": text + image,
                            "promptTokensDetails": rules.token_details(text, image)})
+
+    def _count(self, model: str, contents: list[dict[str, Any]]) -> tuple[int, int]:
+        text, image = rules.count_tokens(model, contents)
+        images = image // rules.IMAGE_INPUT_TOKENS[model]
+        return text, image + images * self.extra_tokens_per_image
 
     async def _generate(
         self, request: web.Request, model: str, raw: bytes, record: RecordedRequest
@@ -290,17 +337,18 @@ class FakeGemini:
         contents: list[dict[str, Any]] = body.get("contents", [])
         rules.check_contents(contents)
         rules.check_images(contents)
+        file_bytes = self.files_api.check_parts(contents)
         gen_config = body.get("generationConfig", {})
         ratio, size = rules.check_image_config(model, gen_config.get("imageConfig", {}))
         if model in rules.GEMINI3:
             rules.check_model_turns(contents, self.issued, self._signed)
-        text_tokens, image_tokens = rules.count_tokens(model, contents)
+        text_tokens, image_tokens = self._count(model, contents)
         if text_tokens + image_tokens > rules.INPUT_LIMIT[model]:
             raise rules.bad_request(rules.MSG_TOO_MANY_TOKENS.format(
                 count=text_tokens + image_tokens, limit=rules.INPUT_LIMIT[model]))
 
         turns = sum(1 for c in contents if c.get("role", "user") == "user")
-        ctx = _Context(model, contents, turns, ratio, size, text_tokens, image_tokens)
+        ctx = _Context(model, contents, turns, ratio, size, text_tokens, image_tokens, file_bytes)
         behaviour = self.script.pop(0) if self.script else Behaviour("success")
         if self.hold is not None:
             await self._wait_for_release(self.hold)
@@ -413,6 +461,7 @@ class _Context:
     size: str
     text_tokens: int
     image_tokens: int
+    file_bytes: dict[str, bytes] = field(default_factory=dict)  # fileData URI -> the stored image
 
     def last_user_text(self) -> str:
         users = [c for c in self.contents if c.get("role", "user") == "user"]
@@ -424,9 +473,11 @@ class _Context:
             return self.ratio
         for content in reversed(self.contents):
             for part in reversed(content["parts"]):
-                blob = part.get("inlineData")
+                blob = part.get("inlineData") or part.get("fileData")
                 if blob and not part.get("thought"):
-                    w, h = rules.decode_image(blob["data"], blob.get("mimeType", ""))
+                    data = blob.get("data") or base64.b64encode(
+                        self.file_bytes[blob["fileUri"]]).decode()
+                    w, h = rules.decode_image(data, blob.get("mimeType", ""))
                     return rules.nearest_ratio(self.model, w, h)
         return "1:1"
 

@@ -7,6 +7,7 @@ import base64
 import copy
 import io
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -627,3 +628,193 @@ async def test_invalid_request_does_not_consume_script(
     assert (await gen(client, {"contents": [user("x")]})).status_code == 503
     assert (await gen(client, {"contents": [user("x")]})).status_code == 200
     assert [r.status for r in fake.requests] == [400, 503, 200]
+
+
+# ---- Files API (gemini_files.py) ----------------------------------------------------------------
+def png_bytes(size: tuple[int, int] = (40, 20), colour: str = "blue") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "PNG")
+    return out.getvalue()
+
+
+async def start_upload(client: httpx.AsyncClient, length: int, mime: str = "image/png",
+                       **headers: str) -> httpx.Response:
+    return await client.post("/upload/v1beta/files", json={"file": {"display_name": "cat"}}, headers={
+        "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start",
+        "X-Goog-Upload-Header-Content-Length": str(length),
+        "X-Goog-Upload-Header-Content-Type": mime, **headers})
+
+
+async def upload_file(client: httpx.AsyncClient, data: bytes, mime: str = "image/png") -> Json:
+    start = await start_upload(client, len(data), mime)
+    assert start.status_code == 200, start.text
+    done = await client.post(start.headers["x-goog-upload-url"], content=data, headers={
+        "X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    assert done.status_code == 200, done.text
+    assert done.headers["x-goog-upload-status"] == "final"
+    return done.json()["file"]
+
+
+def file_part(resource: Json, mime: str | None = None) -> Json:
+    return {"fileData": {"mimeType": mime or resource["mimeType"], "fileUri": resource["uri"]}}
+
+
+async def test_files_start_upload_get_delete(fake: FakeGemini, client: httpx.AsyncClient) -> None:
+    data = png_bytes()
+    start = await start_upload(client, len(data))
+    assert start.headers["x-goog-upload-status"] == "active"
+    url = httpx.URL(start.headers["x-goog-upload-url"])
+    assert (url.host, url.port, url.path) == ("127.0.0.1", httpx.URL(fake.base_url).port,
+                                              "/upload/v1beta/files")
+    assert "upload_id" in url.params and "key" not in url.params
+    done = await client.post(url, content=data, headers={
+        "X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    resource = done.json()["file"]
+    file_id = resource["name"].removeprefix("files/")
+    assert resource["uri"] == f"{fake.base_url}/v1beta/files/{file_id}"
+    assert (resource["mimeType"], resource["sizeBytes"], resource["state"], resource["displayName"]) \
+        == ("image/png", str(len(data)), "ACTIVE", "cat")
+    created = datetime.fromisoformat(resource["createTime"])
+    assert resource["expirationTime"].endswith("Z") and resource["createTime"].endswith("Z")
+    assert datetime.fromisoformat(resource["expirationTime"]) - created == timedelta(hours=48)
+    assert resource["sha256Hash"] and fake.uploads == 1 and fake.files[file_id].data == data
+    assert (await client.get(f"/v1beta/files/{file_id}")).json() == resource
+    assert (await client.delete(f"/v1beta/files/{file_id}")).status_code == 200
+    gone = await client.get(f"/v1beta/files/{file_id}")
+    assert_error(gone, 403, rules.MSG_FILE_MISSING.format(id=file_id), "PERMISSION_DENIED")
+    assert_error(await client.get("/v1beta/files/nope"), 403,
+                 rules.MSG_FILE_MISSING.format(id="nope"), "PERMISSION_DENIED")
+    assert (await client.delete(f"/v1beta/files/{file_id}")).status_code == 403
+    assert [(r.method, r.status) for r in fake.files_api.requests] == [
+        ("POST", 200), ("POST", 200), ("GET", 200), ("DELETE", 200), ("GET", 403), ("GET", 403),
+        ("DELETE", 403)]
+
+
+async def test_files_chunked_upload_and_offsets(fake: FakeGemini, client: httpx.AsyncClient) -> None:
+    data = png_bytes()
+    url = (await start_upload(client, len(data))).headers["x-goog-upload-url"]
+    first = await client.post(url, content=data[:10], headers={
+        "X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "0"})
+    assert first.headers["x-goog-upload-status"] == "active" and fake.uploads == 0
+    wrong = await client.post(url, content=data[10:], headers={
+        "X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    assert wrong.status_code == 400 and "Offset" in error(wrong)["message"]
+    done = await client.post(url, content=data[10:], headers={
+        "X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "10"})
+    assert done.status_code == 200 and fake.uploads == 1
+    assert next(iter(fake.files.values())).data == data
+
+
+async def test_files_bad_length_mime_and_protocol(fake: FakeGemini, client: httpx.AsyncClient) -> None:
+    data = png_bytes()
+    url = (await start_upload(client, len(data) + 1)).headers["x-goog-upload-url"]
+    short = await client.post(url, content=data, headers={
+        "X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    assert short.status_code == 400 and "were declared" in error(short)["message"]
+    assert fake.uploads == 0 and fake.files == {}
+    gif = await start_upload(client, 10, "image/gif")
+    assert_error(gif, 400, "Unsupported MIME type: image/gif", "INVALID_ARGUMENT")
+    assert (await start_upload(client, 10, **{"X-Goog-Upload-Protocol": "multipart"})).status_code \
+        == 400
+    no_length = await start_upload(client, 10, **{"X-Goog-Upload-Header-Content-Length": "ten"})
+    assert no_length.status_code == 400
+    unknown = await client.post("/upload/v1beta/files?upload_id=nope", content=b"x", headers={
+        "X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    assert unknown.status_code == 404
+
+
+async def test_files_wrong_or_missing_key(fake: FakeGemini, client: httpx.AsyncClient) -> None:
+    response = await start_upload(client, 10, **{"x-goog-api-key": "nope"})
+    assert_error(response, 400, rules.MSG_BAD_KEY, "INVALID_ARGUMENT")
+    resource = await upload_file(client, png_bytes())
+    async with httpx.AsyncClient(base_url=fake.base_url) as bare:
+        response = await bare.get(f"/v1beta/{resource['name']}")
+        assert_error(response, 403, rules.MSG_NO_KEY, "PERMISSION_DENIED")
+        assert (await bare.delete(f"/v1beta/{resource['name']}")).status_code == 403
+    assert fake.files_api.requests[0].headers["x-goog-api-key"] == "nope"
+
+
+async def test_files_processing_then_active_or_failed(fake: FakeGemini, client: httpx.AsyncClient) -> None:
+    fake.files_api.processing_polls = 2
+    resource = await upload_file(client, png_bytes())
+    assert resource["state"] == "PROCESSING"
+    states = [(await client.get(f"/v1beta/{resource['name']}")).json()["state"] for _ in range(4)]
+    assert states == ["PROCESSING", "PROCESSING", "ACTIVE", "ACTIVE"]
+    fake.files_api.processing_polls, fake.files_api.processing_result = 1, "FAILED"
+    failed = await upload_file(client, png_bytes(colour="red"))
+    states = [(await client.get(f"/v1beta/{failed['name']}")).json()["state"] for _ in range(2)]
+    assert states == ["PROCESSING", "FAILED"]
+
+
+async def test_files_fail_uploads_knob(fake: FakeGemini, client: httpx.AsyncClient) -> None:
+    fake.files_api.fail_uploads = 503
+    response = await start_upload(client, 10)
+    assert response.status_code == 503 and error(response)["status"] == "UNAVAILABLE"
+    assert "x-goog-upload-url" not in response.headers and fake.uploads == 0
+
+
+async def test_generate_with_file_data(fake: FakeGemini, client: httpx.AsyncClient) -> None:
+    resource = await upload_file(client, png_bytes((64, 16)))
+    body = {"contents": [{"role": "user", "parts": [{"text": "a hat"}, file_part(resource)]}]}
+    response = await gen(client, body, FLASH31)
+    assert response.status_code == 200, response.text
+    assert decode(response.json()["candidates"][0]["content"]["parts"][-1]).size == (256, 64)  # 4:1
+    snake = {"contents": [{"role": "user", "parts": [{"text": "a hat"}, {"file_data": {
+        "mime_type": "image/png", "file_uri": resource["uri"]}}]}]}
+    assert (await gen(client, snake, FLASH31)).status_code == 200
+
+
+async def test_generate_rejects_missing_expired_or_mismatched_files(
+    fake: FakeGemini, client: httpx.AsyncClient
+) -> None:
+    resource = await upload_file(client, png_bytes())
+    file_id = resource["name"].removeprefix("files/")
+
+    def body(part: Json) -> Json:
+        return {"contents": [{"role": "user", "parts": [{"text": "x"}, part]}]}
+
+    wrong_mime = await gen(client, body(file_part(resource, "image/jpeg")))
+    assert wrong_mime.status_code == 400 and "does not match" in error(wrong_mime)["message"]
+    elsewhere = file_part({"mimeType": "image/png",
+                           "uri": f"https://generativelanguage.googleapis.com/v1beta/{resource['name']}"})
+    assert_error(await gen(client, body(elsewhere)), 403,
+                 rules.MSG_FILE_MISSING.format(id=file_id), "PERMISSION_DENIED")
+    fake.files_api.advance(timedelta(hours=47, minutes=59))
+    assert (await gen(client, body(file_part(resource)))).status_code == 200
+    fake.files_api.advance(timedelta(minutes=1))
+    for response in (await gen(client, body(file_part(resource))),
+                     await client.get(f"/v1beta/{resource['name']}")):
+        assert_error(response, 403, rules.MSG_FILE_MISSING.format(id=file_id), "PERMISSION_DENIED")
+    fresh = await upload_file(client, png_bytes(colour="green"))
+    assert (await gen(client, body(file_part(fresh)))).status_code == 200
+    fake.expire_files(fresh["name"])
+    assert (await gen(client, body(file_part(fresh)))).status_code == 403
+
+
+async def test_generate_rejects_file_not_active(fake: FakeGemini, client: httpx.AsyncClient) -> None:
+    fake.files_api.processing_polls = 1
+    resource = await upload_file(client, png_bytes())
+    response = await gen(client, {"contents": [{"role": "user", "parts": [file_part(resource)]}]})
+    file_id = resource["name"].removeprefix("files/")
+    assert_error(response, 400, rules.MSG_FILE_NOT_ACTIVE.format(id=file_id), "FAILED_PRECONDITION")
+
+
+async def test_undecodable_uploaded_image(fake: FakeGemini, client: httpx.AsyncClient) -> None:
+    resource = await upload_file(client, b"not a png at all")
+    response = await gen(client, {"contents": [{"role": "user", "parts": [file_part(resource)]}]})
+    assert_error(response, 400, rules.MSG_BAD_IMAGE, "INVALID_ARGUMENT")
+
+
+async def test_count_tokens_with_file_data(fake: FakeGemini, client: httpx.AsyncClient) -> None:
+    resource = await upload_file(client, png_bytes())
+    contents = [{"role": "user", "parts": [{"text": "x" * 40}, file_part(resource)]}]
+    url = f"/v1beta/models/{PRO}:countTokens"
+    nested = {"generateContentRequest": {"model": f"models/{PRO}", "contents": contents}}
+    assert (await client.post(url, json=nested)).json()["totalTokens"] == 570
+    assert fake.count_requests[-1].body == nested and fake.count_requests[-1].status == 200
+    no_model = {"generateContentRequest": {"contents": contents}}
+    assert (await client.post(url, json=no_model)).status_code == 400
+    fake.expire_files()
+    file_id = resource["name"].removeprefix("files/")
+    assert_error(await client.post(url, json=nested), 403,
+                 rules.MSG_FILE_MISSING.format(id=file_id), "PERMISSION_DENIED")
