@@ -34,11 +34,14 @@ class TurnResult:
     text: str | None = None
     reason: str | None = None
     message: str | None = None
+    # The request was re-anchored: the model saw a summary and the parent image, not the
+    # whole conversation (bot/context.py). Shown, so a drift in style has an explanation.
+    condensed: bool = False
 
     def as_cli_json(self) -> dict[str, Any]:
         if self.status == "ok":
             return {"session": self.session_id, "status": "ok", "version": self.version,
-                    "image": str(self.image_path), "text": self.text}
+                    "image": str(self.image_path), "text": self.text, "condensed": self.condensed}
         if self.status == "text":
             return {"session": self.session_id, "status": "text", "text": self.text}
         return {"session": self.session_id, "status": self.status, "reason": self.reason,

@@ -344,6 +344,7 @@ class EditService:
             parent_version=parent_version,
             image_path=self.blobs.path(turn.image_blob) if turn.image_blob else None,
             mime=turn.image_mime, text=turn.text_reply, reason=turn.reason, message=turn.message,
+            condensed=turn.anchor_content is not None,
         )
 
     # Moving the head and approving

@@ -66,7 +66,8 @@ async def test_edit_undo_revert_retry_approve_history_export(cli: Cli, gemini, t
     r = await cli("edit", "--aspect", "16:9", "--size", "2K", "--json", "a coffee poster")
     assert r.code == 0, r.err
     first = r.json
-    assert set(first) == {"session", "status", "version", "image", "text"}
+    assert set(first) == {"session", "status", "version", "image", "text", "condensed"}
+    assert first["condensed"] is False
     assert (first["status"], first["version"]) == ("ok", 1)
     assert Path(first["image"]).is_absolute()
     issued = gemini.issued[0]["parts"][-1]["inlineData"]["data"]

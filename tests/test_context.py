@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot import catalog
+from bot.chat.presenter import caption
 from bot.context import ContextBudget, ContextPlanner, decisions_text
 from bot.domain import SessionKey, Turn, TurnKind, TurnState
 from bot.export import build_manifest
@@ -91,7 +92,10 @@ async def test_the_anchor_carries_the_head_image_the_decisions_and_the_instructi
     following = gemini.requests[n + 1]
     assert following.body["contents"][0] == unpack_content(anchored_turn.anchor_content, blobs)
     assert following.body["contents"][1] == gemini.issued[n]
-    # The export says which versions were made from a condensed history.
+    # The thread's caption and the export say which versions were made from a condensed history.
+    result = await bounded.result_of(anchored_turn.id)
+    assert caption(result, "Ana").endswith("asked by Ana · earlier turns condensed")
+    assert not (await bounded.result_of(head_before.id)).condensed
     manifest = build_manifest(state, [])
     assert [v["version"] for v in manifest["versions"] if v["condensed_history"]] == [n + 1]
 

@@ -44,7 +44,8 @@ def caption(result: TurnResult, author_label: str) -> str:
     base = f"v{result.version}"
     if result.parent_version:
         base += f" (from v{result.parent_version})"
-    return f"*{base}* · {what} · asked by {author_label}"
+    condensed = " · earlier turns condensed" if result.condensed else ""
+    return f"*{base}* · {what} · asked by {author_label}{condensed}"
 
 
 def no_version_line(result: TurnResult) -> str:
