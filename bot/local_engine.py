@@ -205,8 +205,10 @@ def _parse_request(body: dict[str, Any]) -> _Request:
     last = users[-1]
     earlier = [img for turn in turns[:last] for img in _images(turn)]
     attached = _images(turns[last])
-    texts = [p["text"] for p in _parts(turns[last]) if isinstance(p.get("text"), str)]
-    instruction = " ".join(t.strip() for t in texts if t.strip())
+    texts = [p["text"].strip() for p in _parts(turns[last]) if isinstance(p.get("text"), str)]
+    # The last text is the instruction: a re-anchored turn starts with a summary of earlier
+    # instructions (bot/context.py), which must not be applied a second time.
+    instruction = next((t for t in reversed(texts) if t), "")
     if attached:
         base, refs = attached[0], attached[1:]
         wants_other = {k for k, _ in _parse_instruction(instruction)} & _COMPOSITE

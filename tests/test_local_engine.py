@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 import pytest
-from PIL import Image, ImageChops, ImageStat
+from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from bot.engine import Engine, EngineError
 from bot.local_engine import UNKNOWN_TEXT, VOCABULARY, LocalEngine
@@ -232,3 +232,16 @@ async def test_border_in_a_named_colour_keeps_the_size() -> None:
     assert text == "Added a #ff0000 border." and img.size == (200, 100)
     edge, centre = img.getpixel((1, 50)), img.getpixel((100, 50))
     assert edge[0] > 200 and centre[0] < 30  # type: ignore[index]
+
+
+async def test_a_re_anchored_request_edits_the_head_and_applies_only_the_new_instruction() -> None:
+    # bot/context.py's anchor: a summary of earlier instructions, the head image, the new one.
+    head = photo()
+    anchor = {"role": "user", "parts": [
+        {"text": "Earlier turns were condensed. They were, oldest first:\n- invert it\n- sepia"},
+        image_part(head), {"text": "black and white"}]}
+    text, img = output(await ask(body(anchor)))
+    assert img.size == head.size
+    grey = ImageOps.grayscale(head).convert("RGB")
+    assert img.getpixel((10, 150)) == pytest.approx(grey.getpixel((10, 150)), abs=8)
+    assert "invert" not in text.lower() and "sepia" not in text.lower()
