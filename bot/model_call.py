@@ -5,6 +5,10 @@ Two answers from the API are recovered from here rather than shown to the user:
   short of the API's count, so the request is re-anchored and sent once more;
 - a reference uploaded through the Files API that is gone (expired, deleted): the cached
   upload is forgotten and the request is sent once more with the image inline.
+
+A request stays in stored form (image data as blob references) until the moment it is sent;
+an engine that `accepts_encoded` gets JSON bytes spliced straight from the blob store, so the
+images of a 10 MB request are held once while the model works, not twice.
 """
 
 from __future__ import annotations
@@ -14,22 +18,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.context import ContextPlanner, PlannedRequest
+from bot.context import ContextPlanner, PlannedRequest, RequestSize
 from bot.domain import Turn
 from bot.engine import Engine, EngineError
 from bot.gemini.contents import generation_config
-from bot.storage.blobs import BlobStore, unpack_content
+from bot.storage.blobs import BlobStore, encode_unpacked, unpack_content
 
 if TYPE_CHECKING:
     from bot.gemini.files import ReferenceFiles
 
 log = logging.getLogger(__name__)
 
+Content = dict[str, Any]
+
 
 @dataclass(frozen=True)
 class PreparedRequest:
     plan: PlannedRequest
-    body: dict[str, Any]  # the generateContent body as it will be sent
+    contents: list[Content]  # as sent, still packed: user images may be Files API URIs
+    size: RequestSize  # of what is sent
+    config: dict[str, Any]  # generationConfig
 
 
 class ModelCall:
@@ -44,57 +52,66 @@ class ModelCall:
                       force_anchor: bool = False) -> PreparedRequest:
         """The request for `turn` on `path`. Raises EngineError("context_too_large") when even a
         re-anchored request would be over the model's limits, before anything is sent."""
+        config = generation_config(turn.model, turn.aspect_ratio, turn.image_size)
         plan = self.planner.plan(turn.model, path, turn.user_content, force_anchor=force_anchor)
-        sent = await self._swapped(plan.contents)
-        body = self._body(turn, sent)
-        if not plan.anchored and path and await self._counted_over(turn, plan, body):
+        prepared = await self._prepared(turn, plan, config)
+        if not plan.anchored and path and await self._counted_over(turn, prepared):
             plan = self.planner.anchored(turn.model, path, turn.user_content)
-            sent = await self._swapped(plan.contents)
-            body = self._body(turn, sent)
-        # Limits apply to what is sent: references moved to the Files API weigh a URI.
-        problem = self.planner.hard_limit_sentence(turn.model,
-                                                   self.planner.measure(turn.model, sent))
+            prepared = await self._prepared(turn, plan, config)
+        problem = self.planner.hard_limit_sentence(turn.model, prepared.size)
         if problem:
             raise EngineError("context_too_large", problem)
-        return PreparedRequest(plan, body)
+        return prepared
 
     async def send(self, turn: Turn, path: Sequence[Turn],
                    prepared: PreparedRequest) -> tuple[dict[str, Any], PreparedRequest]:
         """The response body, and the request that produced it (which may be a second one)."""
         try:
-            return await self.engine.generate(turn.model, prepared.body), prepared
+            return await self._generate(turn, prepared), prepared
         except EngineError as exc:
             if exc.code == "context_too_large" and not prepared.plan.anchored and path:
                 log.info("turn %s: the API found the request too large; re-anchoring once", turn.id)
                 again = await self.prepare(turn, path, force_anchor=True)
-                return await self.engine.generate(turn.model, again.body), again
+                return await self._generate(turn, again), again
             if exc.code == "file_missing" and self.files is not None:
                 from bot.gemini.files import file_uris
 
                 log.info("turn %s: an uploaded reference is gone; sending it inline", turn.id)
-                await self.files.forget(file_uris(prepared.body["contents"]))
-                again = PreparedRequest(prepared.plan, self._body(turn, prepared.plan.contents))
-                return await self.engine.generate(turn.model, again.body), again
+                await self.files.forget(file_uris(prepared.contents))
+                plan = prepared.plan
+                again = PreparedRequest(plan, plan.contents, plan.size, prepared.config)
+                return await self._generate(turn, again), again
             raise
 
-    async def _swapped(self, packed: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """With the Files API on, user-side images become file URIs (uploaded once)."""
-        return await self.files.swap_user_images(packed) if self.files is not None else packed
+    def body(self, prepared: PreparedRequest) -> dict[str, Any] | bytes:
+        """What the engine is given: JSON bytes when it takes them, else the unpacked dict."""
+        packed = {"contents": prepared.contents, "generationConfig": prepared.config}
+        if getattr(self.engine, "accepts_encoded", False):
+            return encode_unpacked(packed, self.blobs)
+        return {"contents": [unpack_content(c, self.blobs) for c in prepared.contents],
+                "generationConfig": prepared.config}
 
-    def _body(self, turn: Turn, packed: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "contents": [unpack_content(c, self.blobs) for c in packed],
-            "generationConfig": generation_config(turn.model, turn.aspect_ratio, turn.image_size),
-        }
+    async def _generate(self, turn: Turn, prepared: PreparedRequest) -> dict[str, Any]:
+        return await self.engine.generate(turn.model, self.body(prepared))  # type: ignore[arg-type]
 
-    async def _counted_over(self, turn: Turn, plan: PlannedRequest, body: dict[str, Any]) -> bool:
+    async def _prepared(self, turn: Turn, plan: PlannedRequest,
+                        config: dict[str, Any]) -> PreparedRequest:
+        if self.files is None:
+            return PreparedRequest(plan, plan.contents, plan.size, config)
+        # With the Files API, user-side images become URIs (uploaded once), and limits apply to
+        # what is sent: a URI weighs its length.
+        sent = await self.files.swap_user_images(plan.contents)
+        return PreparedRequest(plan, sent, self.planner.measure(turn.model, sent), config)
+
+    async def _counted_over(self, turn: Turn, prepared: PreparedRequest) -> bool:
         """With countTokens configured, ask the API once the estimate is past half the budget."""
         budget = self.planner.budget.tokens_for(turn.model)
         count = getattr(self.engine, "count_tokens", None)
-        if not self.planner.budget.count_tokens or count is None or plan.size.tokens * 2 < budget:
+        if (not self.planner.budget.count_tokens or count is None
+                or prepared.plan.size.tokens * 2 < budget):
             return False
         try:
-            return int(await count(turn.model, body)) > budget
+            return int(await count(turn.model, self.body(prepared))) > budget
         except EngineError as exc:
             log.warning("countTokens failed (%s); using the estimate", exc.code)
             return False

@@ -6,6 +6,7 @@ call. Adapters (and the pipeline) decide when to run them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -226,7 +227,8 @@ class EditService:
             session = await self.change_settings(session.id, author, model=new_model,
                                                  aspect=new_aspect, size=new_size)
         text = instruction or "Use the attached image as the starting point."
-        content = pack_content(user_content(text, [(c.data, c.mime) for c in checked]), self.blobs)
+        content = await asyncio.to_thread(
+            pack_content, user_content(text, [(c.data, c.mime) for c in checked]), self.blobs)
         turn = await self.store.add_turn(
             session, kind=TurnKind.EDIT, instruction=text, author=author, user_content=content,
             parent_turn_id=None, model=session.model, aspect=session.aspect_ratio,
@@ -288,7 +290,7 @@ class EditService:
         try:
             path = path_to(state.by_id, parent_id)
             prepared = await self.calls.prepare(turn, path)
-            await self.spend.reserve(state.session, turn, prepared.body)
+            await self.spend.reserve(state.session, turn, prepared.size.tokens)
             try:
                 response, prepared = await self.calls.send(turn, path, prepared)
                 outcome = interpret_response(response)
@@ -318,8 +320,9 @@ class EditService:
 
         if outcome.status == "image":
             assert outcome.content is not None and outcome.image is not None
-            packed = pack_content(outcome.content, self.blobs)
-            key = self.blobs.put(outcome.image, outcome.mime or "image/jpeg")
+            # Writing blobs fsyncs: off the event loop, so other sessions' turns go on meanwhile.
+            packed = await asyncio.to_thread(pack_content, outcome.content, self.blobs)
+            key = await asyncio.to_thread(self.blobs.put, outcome.image, outcome.mime or "image/jpeg")
             await self.store.finish_turn(turn, TurnState.DONE, model_content=packed,
                                          image_blob=key, image_mime=outcome.mime,
                                          text_reply=outcome.text, usage=outcome.usage,

@@ -20,8 +20,6 @@ from bot.storage.usage import UsageLedger, hour_ago
 # USD per million input tokens (research §5). The sources disagree on 3.1 Flash ($0.25 or
 # $0.50): the higher is used, so the budget errs on the safe side.
 INPUT_USD_PER_MILLION = {catalog.FLASH: 0.50, catalog.PRO: 2.00, catalog.FLASH_25: 0.30}
-# Input tokens an image in the request is counted as, before the API reports the real count.
-TOKENS_PER_INPUT_IMAGE = 1120
 
 
 @dataclass(frozen=True)
@@ -36,17 +34,9 @@ def image_usd(model: str, size: str | None) -> float:
     return prices.get(size or "1K", max(prices.values()))
 
 
-def estimate_usd(model: str, size: str | None, body: dict[str, Any]) -> float:
-    """The image's price plus the request's input tokens, estimated from its parts."""
-    images = chars = 0
-    for content in body.get("contents", []):
-        for part in content.get("parts", []):
-            if "inlineData" in part or "fileData" in part:
-                images += 1
-            elif "text" in part:
-                chars += len(part["text"])
-    tokens = images * TOKENS_PER_INPUT_IMAGE + math.ceil(chars / 4)
-    return image_usd(model, size) + tokens * _input_price(model)
+def estimate_usd(model: str, size: str | None, input_tokens: int) -> float:
+    """The image's price plus the request's input tokens (estimated by bot/context.py)."""
+    return image_usd(model, size) + input_tokens * _input_price(model)
 
 
 def actual_usd(model: str, size: str | None, usage: dict[str, Any] | None) -> float:
@@ -80,10 +70,10 @@ class SpendGuard:
         if budget is not None and await self.ledger.spent_today(key) >= budget:
             raise OperationRefused(_budget_sentence(budget), "budget")
 
-    async def reserve(self, session: Session, turn: Turn, body: dict[str, Any]) -> None:
+    async def reserve(self, session: Session, turn: Turn, input_tokens: int) -> None:
         if not self.limits.priced:
             return
-        usd = estimate_usd(turn.model, turn.image_size, body)
+        usd = estimate_usd(turn.model, turn.image_size, input_tokens)
         if not await self.ledger.reserve(session, turn, usd, self.limits.workspace_daily_usd):
             assert self.limits.workspace_daily_usd is not None
             raise OperationRefused(_budget_sentence(self.limits.workspace_daily_usd), "budget")

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.storage.blobs import BLOB_PREFIX, BlobStore, blob_keys, pack_content, unpack_content
+from bot.storage.blobs import (
+    BLOB_PREFIX,
+    BlobStore,
+    blob_keys,
+    encode_unpacked,
+    pack_content,
+    unpack_content,
+)
 from bot.storage.db import apply_migrations, list_migrations
 from bot.storage.repository import SessionStore
 
@@ -82,3 +89,18 @@ def test_non_canonical_base64_is_kept_verbatim(blobs: BlobStore) -> None:
     packed = pack_content(content, blobs)
     assert packed["parts"][0]["inlineData"]["data"] == odd
     assert unpack_content(packed, blobs) == content
+
+
+def test_encoding_from_the_blob_store_gives_the_bytes_of_the_unpacked_json(blobs: BlobStore) -> None:
+    user = pack_content({"role": "user", "parts": [
+        {"text": 'blob:' + "a" * 64 + '.jpg "quoted" ünïcode'},  # looks like a reference, is text
+        {"inline_data": {"mime_type": "image/jpeg", "data": _b64(_jpeg((9, 9, 9)))}},
+        {"inlineData": {"mimeType": "image/jpeg", "data": _b64(_jpeg((9, 9, 9)))}},  # same blob
+    ]}, blobs)
+    model = json.loads(json.dumps(pack_content(realistic_content(), blobs)))
+    body = {"contents": [user, model, {"role": "user", "parts": [{"text": "make it blue"}]}],
+            "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}}
+    unpacked = {**body, "contents": [unpack_content(c, blobs) for c in body["contents"]]}
+    expected = json.dumps(unpacked, separators=(",", ":")).encode()
+    assert encode_unpacked(body, blobs) == expected
+    assert json.loads(encode_unpacked(body, blobs))["contents"][1] == realistic_content()

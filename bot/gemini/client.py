@@ -114,6 +114,9 @@ def classify(model: str, response: httpx.Response) -> EngineError:
 
 class GeminiEngine:
     name = "gemini"
+    # generate and count_tokens take the body as JSON bytes too: the service encodes a request
+    # straight from the blob store, so its images are held once, as the payload.
+    accepts_encoded = True
 
     def __init__(
         self,
@@ -154,8 +157,9 @@ class GeminiEngine:
             return exc.retry_after
         return wait_exponential_jitter(initial=1, max=30, jitter=1)(state)
 
-    async def generate(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
-        payload = json.dumps(body, separators=(",", ":")).encode()
+    async def generate(self, model: str, body: dict[str, Any] | bytes) -> dict[str, Any]:
+        """`body` as a dict, or already encoded as JSON bytes (see `accepts_encoded`)."""
+        payload = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
         kwargs: dict[str, Any] = {}
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
@@ -185,14 +189,18 @@ class GeminiEngine:
                     getattr(exc, "code", type(exc).__name__), state.attempt_number,
                     state.next_action.sleep if state.next_action else 0.0)
 
-    async def count_tokens(self, model: str, body: dict[str, Any]) -> int:
+    async def count_tokens(self, model: str, body: dict[str, Any] | bytes) -> int:
         """Input tokens of a `generateContent` body (one attempt, short timeout).
 
         Sends the nested form, which counts generationConfig and tools too (research section 6).
         Raises EngineError on any failure, classified like generate's.
         """
-        payload = json.dumps({"generateContentRequest": {"model": f"models/{model}", **body}},
-                             separators=(",", ":")).encode()
+        if isinstance(body, bytes):  # an encoded JSON object: nest it without decoding it
+            payload = b'{"generateContentRequest":{"model":' + json.dumps(f"models/{model}").encode() \
+                + b"," + body.lstrip()[1:] + b"}"
+        else:
+            payload = json.dumps({"generateContentRequest": {"model": f"models/{model}", **body}},
+                                 separators=(",", ":")).encode()
         url = f"{self.base_url}/v1beta/models/{model}:countTokens"
         try:
             response = await self._http.post(url, content=payload, timeout=COUNT_TIMEOUT)

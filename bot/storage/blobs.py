@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -124,3 +126,43 @@ def blob_keys(content: dict[str, Any]) -> list[str]:
         if isinstance(data, str) and data.startswith(BLOB_PREFIX):
             keys.append(data[len(BLOB_PREFIX):])
     return keys
+
+
+def encode_unpacked(value: Any, blobs: BlobStore) -> bytes:
+    """The compact JSON bytes of `value` with every blob reference read back, exactly as
+    `json.dumps(unpacked, separators=(",", ":")).encode()` would give them, without building
+    the unpacked copy: a request's images exist once, as the payload, not also as str objects.
+
+    Blob references become a placeholder carrying a random nonce (no text a model or a user
+    wrote can contain it), the small JSON skeleton is dumped, and each placeholder is spliced
+    out for the base64 of its blob.
+    """
+    nonce = secrets.token_hex(16)
+    keys: list[str] = []
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, dict):
+            inline = _inline(node)
+            data = inline.get("data") if inline else None
+            if inline is not None and isinstance(data, str) and data.startswith(BLOB_PREFIX):
+                keys.append(data[len(BLOB_PREFIX):])
+                marked = {k: (f"{nonce}{len(keys) - 1}" if k == "data" else v)
+                          for k, v in inline.items()}
+                name = "inlineData" if "inlineData" in node else "inline_data"
+                return {k: (marked if k == name else swap(v)) for k, v in node.items()}
+            return {k: swap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        return node
+
+    skeleton = json.dumps(swap(value), separators=(",", ":")).encode()
+    out = bytearray()
+    pos = 0
+    for i, key in enumerate(keys):
+        marker = f'"{nonce}{i}"'.encode()
+        at = skeleton.index(marker, pos)
+        out += skeleton[pos:at + 1]
+        out += base64.b64encode(blobs.get(key))
+        pos = at + len(marker) - 1
+    out += skeleton[pos:]
+    return bytes(out)
