@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bot.allocator import tune_allocator
 from bot.app import App, open_app
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain import OperationRefused, SessionKey
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level if settings.log_level != "INFO" else "WARNING",
                             format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         settings.require_engine_ready()
+        if args.command in ("run", "playground"):
+            tune_allocator()  # long-running: keep resident memory near what is in use
         if args.command == "run":
             return _run_adapters(settings)
         if args.command == "playground":

@@ -81,3 +81,13 @@ def test_env_example_lists_every_setting_of_every_part() -> None:
     names = {f.alias for cls in (Settings, SlackSettings, DiscordSettings)
              for f in cls.model_fields.values()}
     assert names == listed
+
+
+def test_the_allocator_is_tuned_on_glibc() -> None:
+    import platform
+
+    from bot.allocator import tune_allocator
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert tune_allocator() is True
