@@ -7,8 +7,8 @@ Two answers from the API are recovered from here rather than shown to the user:
   upload is forgotten and the request is sent once more with the image inline.
 
 A request stays in stored form (image data as blob references) until the moment it is sent;
-an engine that `accepts_encoded` gets JSON bytes spliced straight from the blob store, so the
-images of a 10 MB request are held once while the model works, not twice.
+an engine that `accepts_encoded` gets an EncodedBody that reads the images from the blob store
+as it is sent, so a 10 MB request waiting on the model holds kilobytes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bot.context import ContextPlanner, PlannedRequest, RequestSize
 from bot.domain import Turn
 from bot.engine import Engine, EngineError
 from bot.gemini.contents import generation_config
-from bot.storage.blobs import BlobStore, encode_unpacked, unpack_content
+from bot.storage.blobs import BlobStore, EncodedBody, encode_unpacked, unpack_content
 
 if TYPE_CHECKING:
     from bot.gemini.files import ReferenceFiles
@@ -83,8 +83,8 @@ class ModelCall:
                 return await self._generate(turn, again), again
             raise
 
-    def body(self, prepared: PreparedRequest) -> dict[str, Any] | bytes:
-        """What the engine is given: JSON bytes when it takes them, else the unpacked dict."""
+    def body(self, prepared: PreparedRequest) -> dict[str, Any] | EncodedBody:
+        """What the engine is given: an EncodedBody when it takes one, else the unpacked dict."""
         packed = {"contents": prepared.contents, "generationConfig": prepared.config}
         if getattr(self.engine, "accepts_encoded", False):
             return encode_unpacked(packed, self.blobs)

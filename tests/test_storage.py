@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 from bot.storage.blobs import (
     BLOB_PREFIX,
     BlobStore,
+    EncodedBody,
     blob_keys,
     encode_unpacked,
     pack_content,
@@ -96,11 +98,18 @@ def test_encoding_from_the_blob_store_gives_the_bytes_of_the_unpacked_json(blobs
         {"text": 'blob:' + "a" * 64 + '.jpg "quoted" ünïcode'},  # looks like a reference, is text
         {"inline_data": {"mime_type": "image/jpeg", "data": _b64(_jpeg((9, 9, 9)))}},
         {"inlineData": {"mimeType": "image/jpeg", "data": _b64(_jpeg((9, 9, 9)))}},  # same blob
+        # Read in several pieces, the last one short: base64 pieces must join seamlessly.
+        {"inlineData": {"mimeType": "image/png", "data": _b64(os.urandom(3 * EncodedBody.CHUNK + 7))}},
     ]}, blobs)
     model = json.loads(json.dumps(pack_content(realistic_content(), blobs)))
     body = {"contents": [user, model, {"role": "user", "parts": [{"text": "make it blue"}]}],
             "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}}
     unpacked = {**body, "contents": [unpack_content(c, blobs) for c in body["contents"]]}
     expected = json.dumps(unpacked, separators=(",", ":")).encode()
-    assert encode_unpacked(body, blobs) == expected
-    assert json.loads(encode_unpacked(body, blobs))["contents"][1] == realistic_content()
+    encoded = encode_unpacked(body, blobs)
+    assert len(encoded) == len(expected)  # the Content-Length, known before reading
+    assert encoded.read() == expected and encoded.read() == expected  # readable again (retries)
+    assert json.loads(encoded.read())["contents"][1] == realistic_content()
+    nested = encoded.wrapped(b'{"generateContentRequest":{"model":"models/m",', b"}")
+    assert json.loads(nested.read()) == {"generateContentRequest": {"model": "models/m", **unpacked}}
+    assert len(nested) == len(nested.read())

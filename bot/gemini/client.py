@@ -23,6 +23,7 @@ from tenacity import (
 )
 
 from bot.engine import EngineError
+from bot.storage.blobs import EncodedBody
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +113,16 @@ def classify(model: str, response: httpx.Response) -> EngineError:
                        status=code)
 
 
+def _length(payload: bytes | EncodedBody) -> dict[str, str]:
+    """A streamed body is sent with its length rather than chunked: some gateways refuse
+    chunked uploads, and the API sees one ordinary request."""
+    return {"content-length": str(len(payload))} if isinstance(payload, EncodedBody) else {}
+
+
 class GeminiEngine:
     name = "gemini"
-    # generate and count_tokens take the body as JSON bytes too: the service encodes a request
-    # straight from the blob store, so its images are held once, as the payload.
+    # generate and count_tokens also take an EncodedBody: the request's images are read from
+    # the blob store as they are sent, so a call waiting on the model holds none of them.
     accepts_encoded = True
 
     def __init__(
@@ -157,9 +164,10 @@ class GeminiEngine:
             return exc.retry_after
         return wait_exponential_jitter(initial=1, max=30, jitter=1)(state)
 
-    async def generate(self, model: str, body: dict[str, Any] | bytes) -> dict[str, Any]:
-        """`body` as a dict, or already encoded as JSON bytes (see `accepts_encoded`)."""
-        payload = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+    async def generate(self, model: str, body: dict[str, Any] | EncodedBody) -> dict[str, Any]:
+        """`body` as a dict, or encoded from the blob store as it is sent (`accepts_encoded`)."""
+        payload = body if isinstance(body, EncodedBody) else json.dumps(
+            body, separators=(",", ":")).encode()
         kwargs: dict[str, Any] = {}
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
@@ -189,21 +197,23 @@ class GeminiEngine:
                     getattr(exc, "code", type(exc).__name__), state.attempt_number,
                     state.next_action.sleep if state.next_action else 0.0)
 
-    async def count_tokens(self, model: str, body: dict[str, Any] | bytes) -> int:
+    async def count_tokens(self, model: str, body: dict[str, Any] | EncodedBody) -> int:
         """Input tokens of a `generateContent` body (one attempt, short timeout).
 
         Sends the nested form, which counts generationConfig and tools too (research section 6).
         Raises EngineError on any failure, classified like generate's.
         """
-        if isinstance(body, bytes):  # an encoded JSON object: nest it without decoding it
-            payload = b'{"generateContentRequest":{"model":' + json.dumps(f"models/{model}").encode() \
-                + b"," + body.lstrip()[1:] + b"}"
+        payload: bytes | EncodedBody
+        if isinstance(body, EncodedBody):  # nested without reading its images
+            prefix = b'{"generateContentRequest":{"model":' + json.dumps(f"models/{model}").encode()
+            payload = body.wrapped(prefix + b",", b"}")
         else:
             payload = json.dumps({"generateContentRequest": {"model": f"models/{model}", **body}},
                                  separators=(",", ":")).encode()
         url = f"{self.base_url}/v1beta/models/{model}:countTokens"
         try:
-            response = await self._http.post(url, content=payload, timeout=COUNT_TIMEOUT)
+            response = await self._http.post(url, content=payload, headers=_length(payload),
+                                             timeout=COUNT_TIMEOUT)
         except httpx.TimeoutException:
             raise EngineError("timeout", "Gemini did not answer in time (counting tokens).") from None
         except httpx.TransportError as exc:
@@ -222,10 +232,10 @@ class GeminiEngine:
             raise EngineError("bad_response", "Gemini's token count was not a number.", status=200)
         return total
 
-    async def _once(self, model: str, payload: bytes) -> dict[str, Any]:
+    async def _once(self, model: str, payload: bytes | EncodedBody) -> dict[str, Any]:
         url = f"{self.base_url}/v1beta/models/{model}:generateContent"
         try:
-            response = await self._http.post(url, content=payload)
+            response = await self._http.post(url, content=payload, headers=_length(payload))
         except httpx.TimeoutException:
             raise RetryableEngineError("timeout", "Gemini did not answer in time.") from None
         except httpx.TransportError as exc:

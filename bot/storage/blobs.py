@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,14 +129,13 @@ def blob_keys(content: dict[str, Any]) -> list[str]:
     return keys
 
 
-def encode_unpacked(value: Any, blobs: BlobStore) -> bytes:
-    """The compact JSON bytes of `value` with every blob reference read back, exactly as
-    `json.dumps(unpacked, separators=(",", ":")).encode()` would give them, without building
-    the unpacked copy: a request's images exist once, as the payload, not also as str objects.
+def encode_unpacked(value: Any, blobs: BlobStore) -> EncodedBody:
+    """The compact JSON of `value` with every blob reference read back: the bytes of
+    `json.dumps(unpacked, separators=(",", ":")).encode()`, without building the unpacked copy.
 
     Blob references become a placeholder carrying a random nonce (no text a model or a user
-    wrote can contain it), the small JSON skeleton is dumped, and each placeholder is spliced
-    out for the base64 of its blob.
+    wrote can contain it) and the small JSON skeleton is dumped; each placeholder is replaced
+    by its blob's base64 only as the body is read.
     """
     nonce = secrets.token_hex(16)
     keys: list[str] = []
@@ -156,13 +156,53 @@ def encode_unpacked(value: Any, blobs: BlobStore) -> bytes:
         return node
 
     skeleton = json.dumps(swap(value), separators=(",", ":")).encode()
-    out = bytearray()
+    spans: list[tuple[int, int, str]] = []
     pos = 0
     for i, key in enumerate(keys):
-        marker = f'"{nonce}{i}"'.encode()
-        at = skeleton.index(marker, pos)
-        out += skeleton[pos:at + 1]
-        out += base64.b64encode(blobs.get(key))
-        pos = at + len(marker) - 1
-    out += skeleton[pos:]
-    return bytes(out)
+        marker = f"{nonce}{i}".encode()  # between its quotes, which stay
+        at = skeleton.index(b'"' + marker + b'"', pos) + 1
+        spans.append((at, at + len(marker), key))
+        pos = at + len(marker)
+    return EncodedBody(skeleton, spans, blobs)
+
+
+class EncodedBody:
+    """A JSON request body whose images are read from the blob store as it is sent, a chunk at a
+    time: a 10 MB request waiting 30 s on the model holds kilobytes, not its images. It can be
+    read any number of times (a retried request sends it again) and knows its length up front
+    (an HTTP Content-Length)."""
+
+    CHUNK = 3 * 64 * 1024  # raw bytes per base64 piece; a multiple of 3, so pieces concatenate
+
+    def __init__(self, skeleton: bytes, spans: list[tuple[int, int, str]], blobs: BlobStore) -> None:
+        self.skeleton = skeleton
+        self.spans = spans
+        self.blobs = blobs
+        self._length = len(skeleton) + sum(
+            4 * -(-blobs.path(key).stat().st_size // 3) - (end - start) for start, end, key in spans)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def wrapped(self, prefix: bytes, suffix: bytes) -> EncodedBody:
+        """This object's members inside another: `prefix` replaces the opening brace."""
+        shift = len(prefix) - 1
+        return EncodedBody(prefix + self.skeleton[1:] + suffix,
+                           [(a + shift, b + shift, key) for a, b, key in self.spans], self.blobs)
+
+    def chunks(self) -> Iterator[bytes]:
+        pos = 0
+        for start, end, key in self.spans:
+            yield self.skeleton[pos:start]
+            with self.blobs.path(key).open("rb") as f:
+                while piece := f.read(self.CHUNK):
+                    yield base64.b64encode(piece)
+            pos = end
+        yield self.skeleton[pos:]
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks():
+            yield chunk
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks())
