@@ -211,15 +211,7 @@ class GeminiEngine:
             payload = json.dumps({"generateContentRequest": {"model": f"models/{model}", **body}},
                                  separators=(",", ":")).encode()
         url = f"{self.base_url}/v1beta/models/{model}:countTokens"
-        try:
-            response = await self._http.post(url, content=payload, headers=_length(payload),
-                                             timeout=COUNT_TIMEOUT)
-        except httpx.TimeoutException:
-            raise EngineError("timeout", "Gemini did not answer in time (counting tokens).") from None
-        except httpx.TransportError as exc:
-            raise EngineError(
-                "network", f"Could not reach Gemini at {self.base_url} ({type(exc).__name__})."
-            ) from None
+        response = await self._post(url, payload, EngineError, read_seconds=COUNT_TIMEOUT)
         if response.status_code != 200:
             err = classify(model, response)
             raise EngineError(err.code, err.message, status=err.status)
@@ -232,16 +224,23 @@ class GeminiEngine:
             raise EngineError("bad_response", "Gemini's token count was not a number.", status=200)
         return total
 
-    async def _once(self, model: str, payload: bytes | EncodedBody) -> dict[str, Any]:
-        url = f"{self.base_url}/v1beta/models/{model}:generateContent"
+    async def _post(self, url: str, payload: bytes | EncodedBody, error: type[EngineError], *,
+                    read_seconds: float | None = None) -> httpx.Response:
+        """POST, with a timeout or a broken connection raised as `error` (retried by generate,
+        not by count_tokens). `read_seconds` replaces the client's long generation timeout."""
+        extra: dict[str, Any] = {} if read_seconds is None else {"timeout": read_seconds}
         try:
-            response = await self._http.post(url, content=payload, headers=_length(payload))
+            return await self._http.post(url, content=payload, headers=_length(payload), **extra)
         except httpx.TimeoutException:
-            raise RetryableEngineError("timeout", "Gemini did not answer in time.") from None
+            raise error("timeout", "Gemini did not answer in time.") from None
         except httpx.TransportError as exc:
-            raise RetryableEngineError(
+            raise error(
                 "network", f"Could not reach Gemini at {self.base_url} ({type(exc).__name__})."
             ) from None
+
+    async def _once(self, model: str, payload: bytes | EncodedBody) -> dict[str, Any]:
+        url = f"{self.base_url}/v1beta/models/{model}:generateContent"
+        response = await self._post(url, payload, RetryableEngineError)
         if response.status_code != 200:
             raise classify(model, response)
         try:
