@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
+from bot.access import AccessPolicy
 from bot.chat.backend import ChatBackend
 from bot.chat.core import ChatCore
 from bot.config import Settings
 from bot.context import ContextBudget
 from bot.engine import Engine
 from bot.links import gallery_link
-from bot.service import AccessPolicy, EditService, SessionDefaults
+from bot.service import EditService, SessionDefaults
 from bot.spending import SpendLimits
 from bot.storage.blobs import BlobStore
 from bot.storage.db import make_private_dir

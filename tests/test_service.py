@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.access import AccessPolicy
 from bot.domain import OperationRefused, SessionKey
 from bot.images import ImageRejected
 from bot.results import Attachment
-from bot.service import AccessPolicy, EditService, SessionDefaults
+from bot.service import EditService, SessionDefaults
 from bot.storage.blobs import BlobStore
 from bot.storage.repository import SessionStore
 from tests.conftest import make_engine

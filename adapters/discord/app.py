@@ -12,9 +12,9 @@ from adapters.discord.backend import DiscordBackend
 from adapters.discord.client import ThreadeditClient
 from adapters.discord.listeners import DiscordListeners
 from adapters.discord.settings import DiscordSettings
+from bot.access import AccessPolicy
 from bot.app import App, make_chat_core
 from bot.config import ConfigError
-from bot.service import AccessPolicy
 
 log = logging.getLogger(__name__)
 

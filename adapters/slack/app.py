@@ -16,8 +16,8 @@ from adapters.slack.backend import SlackBackend
 from adapters.slack.files import SlackFiles
 from adapters.slack.listeners import register
 from adapters.slack.settings import SlackSettings
+from bot.access import AccessPolicy
 from bot.app import App, make_chat_core
-from bot.service import AccessPolicy
 
 log = logging.getLogger(__name__)
 
