@@ -221,3 +221,16 @@ def test_the_decisions_text_keeps_the_first_and_latest_instructions_within_its_c
     assert "more …)" in lines[2]
     assert lines[-2].startswith("- change number 59 ")
     assert "4K" not in text  # upscales are not decisions about the picture
+
+
+async def test_an_http_413_from_the_front_end_re_anchors_once_too(
+        service: EditService, gemini: FakeGemini) -> None:
+    # Google's front end refuses an oversized body before the API sees it, in HTML.
+    for text in ("a red barn", "make it blue"):
+        await edit(service, text)
+    gemini.script.append(Behaviour.raw(
+        413, b"<html><title>Error 413 (Request Entity Too Large)!!1</title></html>", "text/html"))
+    result = await edit(service, "add a fox")
+    assert result.status == "ok" and result.version == 3
+    assert [r.status for r in gemini.requests[-2:]] == [413, 200]
+    assert is_anchored(gemini.requests[-1])
