@@ -31,7 +31,8 @@ from PIL import Image
 
 from bot import catalog
 from bot.domain import Turn, TurnKind
-from bot.storage.blobs import BLOB_PREFIX, BlobStore
+from bot.gemini.contents import build_contents
+from bot.storage.blobs import BLOB_PREFIX, BlobStore, inline_data
 
 Content = dict[str, Any]
 
@@ -91,13 +92,6 @@ def image_tokens(model: str, width: int, height: int) -> int:
     return 1120
 
 
-def _image_of(part: Any) -> dict[str, Any] | None:
-    if not isinstance(part, dict):
-        return None
-    inline = part.get("inlineData", part.get("inline_data"))
-    return inline if isinstance(inline, dict) else None
-
-
 class ContextPlanner:
     def __init__(self, blobs: BlobStore, budget: ContextBudget = ContextBudget()) -> None:
         self.blobs = blobs
@@ -134,7 +128,7 @@ class ContextPlanner:
                 if isinstance(text, str):
                     tokens += math.ceil(len(text) / 4)
                     continue
-                inline = _image_of(part)
+                inline = inline_data(part) if isinstance(part, dict) else None
                 if inline is not None:
                     data = inline.get("data")
                     if isinstance(data, str) and data.startswith(BLOB_PREFIX):
@@ -184,13 +178,11 @@ def segment_contents(path: Sequence[Turn], new_user: Content) -> list[Content]:
     for i, turn in enumerate(path):
         if turn.anchor_content is not None:
             start = i
-    contents: list[Content] = []
-    for i, turn in enumerate(path[start:]):
-        first = i == 0 and turn.anchor_content is not None
-        contents.append(turn.anchor_content if first and turn.anchor_content else turn.user_content)
-        contents.append(turn.model_content or {"role": "model", "parts": []})
-    contents.append(new_user)
-    return contents
+    segment = path[start:]
+    history = [(t.user_content, t.model_content or {"role": "model", "parts": []}) for t in segment]
+    if segment and segment[0].anchor_content is not None:
+        history[0] = (segment[0].anchor_content, history[0][1])
+    return build_contents(history, new_user)
 
 
 def anchor_content(path: Sequence[Turn], new_user: Content) -> Content:

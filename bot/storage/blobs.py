@@ -73,7 +73,8 @@ def _canonical_bytes(data: str) -> bytes | None:
     return raw if base64.b64encode(raw).decode("ascii") == data else None
 
 
-def _inline(part: dict[str, Any]) -> dict[str, Any] | None:
+def inline_data(part: dict[str, Any]) -> dict[str, Any] | None:
+    """A part's inline image object, under either spelling the API accepts."""
     inline = part.get("inlineData", part.get("inline_data"))
     return inline if isinstance(inline, dict) else None
 
@@ -83,7 +84,7 @@ def pack_content(content: dict[str, Any], blobs: BlobStore) -> dict[str, Any]:
     out = dict(content)
     parts = []
     for part in content.get("parts") or []:
-        inline = _inline(part) if isinstance(part, dict) else None
+        inline = inline_data(part) if isinstance(part, dict) else None
         data = inline.get("data") if inline else None
         raw = _canonical_bytes(data) if isinstance(data, str) else None
         if inline is None or raw is None:
@@ -106,7 +107,7 @@ def unpack_content(content: dict[str, Any], blobs: BlobStore) -> dict[str, Any]:
         return out
     parts = []
     for part in content["parts"]:
-        inline = _inline(part) if isinstance(part, dict) else None
+        inline = inline_data(part) if isinstance(part, dict) else None
         data = inline.get("data") if inline else None
         if inline is None or not (isinstance(data, str) and data.startswith(BLOB_PREFIX)):
             parts.append(part)
@@ -122,7 +123,7 @@ def unpack_content(content: dict[str, Any], blobs: BlobStore) -> dict[str, Any]:
 def blob_keys(content: dict[str, Any]) -> list[str]:
     keys = []
     for part in content.get("parts") or []:
-        inline = _inline(part) if isinstance(part, dict) else None
+        inline = inline_data(part) if isinstance(part, dict) else None
         data = inline.get("data") if inline else None
         if isinstance(data, str) and data.startswith(BLOB_PREFIX):
             keys.append(data[len(BLOB_PREFIX):])
@@ -142,7 +143,7 @@ def encode_unpacked(value: Any, blobs: BlobStore) -> EncodedBody:
 
     def swap(node: Any) -> Any:
         if isinstance(node, dict):
-            inline = _inline(node)
+            inline = inline_data(node)
             data = inline.get("data") if inline else None
             if inline is not None and isinstance(data, str) and data.startswith(BLOB_PREFIX):
                 keys.append(data[len(BLOB_PREFIX):])
