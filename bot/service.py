@@ -97,7 +97,6 @@ class EditService:
     ) -> None:
         self.store = store
         self.blobs = blobs
-        self.engine = engine
         self.defaults = defaults
         self.policy = policy
         self.image_limits = image_limits
@@ -107,6 +106,11 @@ class EditService:
         self.context = context
         self.files = files
         self.calls = ModelCall(engine, blobs, ContextPlanner(blobs, context), files)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine turns are sent to: the one the model calls hold, never a second copy."""
+        return self.calls.engine
 
     def with_policy(self, policy: AccessPolicy) -> EditService:
         """The same service (store, engine, limits, context budget) under another access policy:

@@ -48,7 +48,7 @@ async def test_turns_of_one_session_run_in_arrival_order(service: EditService, g
 
 
 async def test_model_calls_are_capped_across_sessions(service: EditService, gemini):
-    service.engine = service.calls.engine = CountingEngine(service.engine)
+    service.calls.engine = CountingEngine(service.engine)
     gemini.script += [Behaviour.slow(0.3)] * 6
     pipeline = TurnPipeline(service, max_concurrency=2)
     turns = [await service.submit_edit(key(n), "ana", f"scene {n}") for n in range(6)]
