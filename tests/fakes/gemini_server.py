@@ -295,23 +295,26 @@ class FakeGemini:
         record.status = response.status
         return response
 
-    def _parse_body(self, request: web.Request, model: str, raw: bytes) -> Any:
+    def _parse_body(self, request: web.Request, model: str, raw: bytes, record: RecordedRequest,
+                    schema: rules.Schema) -> dict[str, Any]:
+        """Key, model, JSON, then the schema's field names and types; the parsed JSON object is
+        recorded as sent even when a later check refuses it."""
         self._auth(request)
         if model not in rules.KNOWN_MODELS:
             raise GeminiError(404, rules.MSG_NOT_FOUND.format(model=model), "NOT_FOUND")
         try:
-            return json.loads(raw)
+            parsed = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             snippet = raw[:40].decode("utf-8", "replace")
             raise rules.bad_request(rules.MSG_BAD_JSON.format(snippet=snippet)) from None
+        if isinstance(parsed, dict):
+            record.body = parsed
+        return rules.parse_message(schema, parsed)
 
     def _count_tokens(
         self, request: web.Request, model: str, raw: bytes, record: RecordedRequest
     ) -> web.Response:
-        parsed = self._parse_body(request, model, raw)
-        if isinstance(parsed, dict):
-            record.body = parsed
-        body = rules.parse_message(rules.COUNT_REQUEST, parsed)
+        body = self._parse_body(request, model, raw, record, rules.COUNT_REQUEST)
         nested = body.get("generateContentRequest")
         if nested is not None and nested.get("model") != f"models/{model}":
             raise rules.bad_request(  # the nested form names its model (research section 6)
@@ -330,10 +333,7 @@ class FakeGemini:
     async def _generate(
         self, request: web.Request, model: str, raw: bytes, record: RecordedRequest
     ) -> web.Response:
-        parsed = self._parse_body(request, model, raw)
-        if isinstance(parsed, dict):
-            record.body = parsed
-        body = rules.parse_message(rules.REQUEST, parsed)
+        body = self._parse_body(request, model, raw, record, rules.REQUEST)
         contents: list[dict[str, Any]] = body.get("contents", [])
         rules.check_contents(contents)
         rules.check_images(contents)
