@@ -6,14 +6,16 @@ Only plain data here; the templates turn it into HTML (autoescaped). Wording com
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot import catalog
 from bot.chat import presenter
-from bot.domain import SessionState, Turn, TurnState, path_to
+from bot.domain import SessionState, Turn, TurnKind, TurnState, path_to
 from bot.results import TurnResult
 from bot.storage.blobs import blob_keys
 
@@ -21,6 +23,8 @@ PLATFORM_LABELS = {"playground": "Playground", "slack": "Slack", "discord": "Dis
 TITLE_CHARS = 70
 PENDING = (TurnState.QUEUED, TurnState.RUNNING)
 _BOLD = re.compile(r"^\*([^*]+)\*")  # chat's bold version label; the page styles it itself
+OFFLINE_ENGINE = "The offline engine"
+LARGEST_SIZE = "4K"
 
 
 def epoch(iso: str | None) -> float | None:
@@ -85,6 +89,8 @@ class VersionView:
     caption: str
     is_head: bool
     approvals: list[tuple[str, str]]  # (who, when), active ones only
+    image_size: str = "1K"
+    can_upscale: bool = False  # the 4K control: not on a version already at 4K
 
 
 @dataclass
@@ -93,9 +99,11 @@ class TurnItem:
     references: list[str]
     outcome: str  # "version", "pending" or "failed"
     version: VersionView | None = None
-    line: str = ""  # the progress, queue or failure sentence
+    line: str = ""  # the progress, queue or failure sentence, or the model's words
     since: float | None = None  # epoch seconds the live timer counts from
     kind: str = "turn"
+    said_by: str = ""  # who answered in words only: the engine that ran the turn
+    asked: str = ""  # what the person asked, as the thread shows it (see shown_instruction)
 
 
 @dataclass
@@ -140,19 +148,44 @@ def result_of(turn: Turn, state: SessionState) -> TurnResult:
         reason=turn.reason, message=turn.message)
 
 
+def shown_instruction(state: SessionState, turn: Turn) -> str:
+    """What a person asked for, in their words. A 4K turn's instruction is the prompt the service
+    wrote for the model, not something anyone typed: the page names the request instead."""
+    if turn.kind is TurnKind.UPSCALE:
+        parent = state.by_id.get(turn.parent_turn_id) if turn.parent_turn_id else None
+        of = f" of v{parent.version}" if parent is not None and parent.version else ""
+        return f"{turn.image_size or LARGEST_SIZE} render{of}"
+    return turn.instruction
+
+
+def can_upscale(state: SessionState, turn: Turn) -> bool:
+    """Offer 4K only where it makes something new: not on a version already at 4K, and not when
+    the session's model cannot render 4K (the service would refuse)."""
+    at = catalog.normalise_size(turn.image_size or "1K")
+    return at != LARGEST_SIZE and LARGEST_SIZE in catalog.spec_for(state.session.model).image_sizes
+
+
+def engine_name(turn: Turn, offline: bool) -> str:
+    """Who answered: the offline engine is not Gemini, so its words are not Gemini's."""
+    return OFFLINE_ENGINE if offline else catalog.label_for(turn.model)
+
+
 def version_view(state: SessionState, turn: Turn) -> VersionView:
     assert turn.version is not None
     approvals = [(a.approved_by, a.approved_at) for a in state.approvals
                  if a.turn_id == turn.id and a.active]
+    asked = shown_instruction(state, turn)
+    result = dataclasses.replace(result_of(turn, state), instruction=asked)
     return VersionView(
-        number=turn.version, parent=state.parent_version(turn), instruction=turn.instruction,
+        number=turn.version, parent=state.parent_version(turn), instruction=asked,
         author=turn.author, kind=turn.kind.value, created_at=turn.created_at,
         finished_at=turn.finished_at, model=turn.model,
         settings=presenter.settings_line(turn.model, turn.aspect_ratio, turn.image_size),
         text=turn.text_reply,
         # Slack's bold marker is for chat; the page shows the version number in its own element.
-        caption=_BOLD.sub(r"\1", presenter.caption(result_of(turn, state), turn.author), count=1),
-        is_head=state.session.head_turn_id == turn.id, approvals=approvals)
+        caption=_BOLD.sub(r"\1", presenter.caption(result, turn.author), count=1),
+        is_head=state.session.head_turn_id == turn.id, approvals=approvals,
+        image_size=turn.image_size or "1K", can_upscale=can_upscale(state, turn))
 
 
 def _pending_line(state: SessionState, turn: Turn) -> tuple[str, float | None]:
@@ -175,8 +208,10 @@ _EVENT_WORDS = {
 }
 
 
-def conversation(state: SessionState, audit: list[dict[str, Any]], urls: Urls) -> list[Any]:
-    """The thread as it happened: each turn with its outcome, and what people did in between."""
+def conversation(state: SessionState, audit: list[dict[str, Any]], urls: Urls,
+                 offline: bool = False) -> list[Any]:
+    """The thread as it happened: each turn with its outcome, and what people did in between.
+    `offline`: the offline engine runs the turns, so words-only answers are said to be its own."""
     items: list[tuple[str, int, Any]] = []
     for turn in state.turns:
         refs = [urls.reference(turn.id, i) for i in range(len(blob_keys(turn.user_content)))]
@@ -185,8 +220,13 @@ def conversation(state: SessionState, audit: list[dict[str, Any]], urls: Urls) -
         elif turn.state in PENDING:
             line, since = _pending_line(state, turn)
             item = TurnItem(turn, refs, "pending", line=line, since=since)
+        elif turn.state is TurnState.TEXT:
+            # An answer, not a failure: the model (or the offline engine) explains itself.
+            item = TurnItem(turn, refs, "words", line=turn.text_reply or "",
+                            said_by=engine_name(turn, offline))
         else:
             item = TurnItem(turn, refs, "failed", line=presenter.no_version_line(result_of(turn, state)))
+        item.asked = shown_instruction(state, turn)
         items.append((turn.created_at, len(items), item))
     for entry in audit:
         words = _EVENT_WORDS.get(entry["action"])

@@ -5,6 +5,7 @@
   const $ = (sel, root = document) => root.querySelector(sel);
   const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
   const AUTHOR_KEY = "threadedit.author";
+  const FADE_MS = 300; // matches .alert's opacity transition
   let clockOffset = 0; // server time minus this browser's, so timers match the server
 
   function localTimes(root) {
@@ -79,11 +80,29 @@
     });
     const author = () => nameInput.value.trim() || "you";
 
+    // One line above the composer. A failure stays until an action succeeds or it is dismissed;
+    // a success note fades by itself, since nothing needs doing about it.
+    const alertText = $(".alert-text", alertBox);
+    let noticeTimer = null;
+
     function say(text, kind = "error") {
-      alertBox.textContent = text;
+      clearTimeout(noticeTimer);
+      alertText.textContent = text;
       alertBox.className = kind === "error" ? "alert" : "alert notice";
+      alertBox.dataset.kind = kind;
+      alertBox.setAttribute("role", kind === "error" ? "alert" : "status");
       alertBox.hidden = !text;
+      // How long a success note ("v2 approved", "Settings: ...") stays, read when it is shown.
+      const stay = parseInt(document.body.dataset.noticeMs, 10) || 4000;
+      if (text && kind !== "error") noticeTimer = setTimeout(fadeNotice, stay);
     }
+
+    function fadeNotice() {
+      alertBox.classList.add("leaving");
+      noticeTimer = setTimeout(() => say(""), FADE_MS);
+    }
+
+    $(".alert-close", alertBox).addEventListener("click", () => say(""));
 
     async function send(url, data) {
       data.set("author", author());
@@ -173,7 +192,7 @@
         const answer = await send(form.action, new FormData(form));
         const menu = form.closest("details");
         if (menu) menu.open = false; // applied: the new settings show in the summary
-        say(answer.notice || "", "notice");
+        say(answer.notice || "", "notice"); // a new note, or none: the last one is old news
         await refresh(form.dataset.action === "control" && !answer.notice);
         poll();
       } catch (e) {
@@ -284,6 +303,19 @@
         }
       });
     }
+
+    // Narrow screens: the session list is a drawer. Any tap outside it, or Escape, closes it.
+    const toggle = $("#sessions-toggle");
+    const drawer = (open) => {
+      document.body.classList.toggle("sessions-open", open);
+      toggle.setAttribute("aria-expanded", String(open));
+    };
+    toggle.addEventListener("click", () => drawer(!document.body.classList.contains("sessions-open")));
+    document.addEventListener("click", (event) => {
+      if (document.body.classList.contains("sessions-open")
+          && !event.target.closest("#sidebar, #sessions-toggle")) drawer(false);
+    });
+    document.addEventListener("keydown", (event) => { if (event.key === "Escape") drawer(false); });
 
     window.addEventListener("popstate", () => location.reload());
     const conv = conversation();
