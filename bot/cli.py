@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import json
 import logging
+import sqlite3
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
@@ -25,6 +26,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.domain import OperationRefused, SessionKey
 from bot.images import ImageRejected
 from bot.results import Attachment, HistoryView, TurnResult
+from bot.storage.db import StoreUnavailable, unusable_database
 from bot.storage.usage import UsageLedger
 
 EXIT_BAD_INPUT = 2
@@ -220,6 +222,7 @@ def _run_playground(settings: Settings, host: str, port: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level if settings.log_level != "INFO" else "WARNING",
@@ -234,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         if settings.engine_notice and args.command in ("edit", "retry"):
             print(settings.engine_notice, file=sys.stderr)
         return asyncio.run(_run(args, settings))
-    except (ConfigError, CliError) as exc:
+    except (ConfigError, CliError, StoreUnavailable) as exc:
         print(str(exc), file=sys.stderr)
     except (OperationRefused, ImageRejected) as exc:
         print(exc.message, file=sys.stderr)
+    except sqlite3.DatabaseError as exc:  # damage met after the database opened
+        assert settings is not None
+        print(str(unusable_database(settings.db_path, exc)), file=sys.stderr)
     return EXIT_BAD_INPUT
