@@ -86,6 +86,20 @@ def _dot_env(tmp: Path, form: str, values: dict[str, str]) -> None:
 FORMS = [*LIST_FORMS, ".env.example"]
 
 
+async def test_run_starts_with_the_lists_in_the_environment(tmp_path: Path, slack: FakeSlack,
+                                                            discord: FakeDiscord):
+    """The same forms set as environment variables (systemd, docker -e) rather than in .env."""
+    port = free_port()
+    lists = {"SLACK_APPROVERS": "U0AAAAAA1, U0BBBBBB2", "SLACK_ALLOWED_CHANNELS": "C0AAAAAA1",
+             "SLACK_SETTINGS_CHANGERS": "U0AAAAAA1 U0BBBBBB2",
+             "SLACK_FILE_ORIGINS": '["https://files.slack.com"]',
+             "DISCORD_ALLOWED_CHANNELS": '[1234567890123456789, "1234567890123456790"]'}
+    proc, line = await start_run(tmp_path, {**_env(tmp_path), **_platforms(slack, discord, port), **lists})
+    code, rest = await stop(proc) if "started" in line else (-1, "")
+    assert line.startswith("threadedit: started Slack (HTTP") and " and Discord" in line, line + rest
+    assert code == 0 and "Traceback" not in rest, rest
+
+
 @pytest.mark.parametrize("form", FORMS)
 async def test_run_starts_with_a_hand_written_dot_env(tmp_path: Path, slack: FakeSlack,
                                                       discord: FakeDiscord, form: str):
