@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -67,10 +67,21 @@ def make_chat_core(app: App, backend: ChatBackend, policy: AccessPolicy, *,
 
 @asynccontextmanager
 async def open_app(settings: Settings, engine: Engine | None = None) -> AsyncIterator[App]:
-    engine = engine or make_engine(settings)
-    make_private_dir(settings.data_dir)
-    store = await SessionStore.open(settings.db_path)
-    blobs = BlobStore(settings.blob_dir)
+    # Whatever was opened is closed if a later step fails: an open database connection's
+    # thread would keep the process alive after the error was reported.
+    async with AsyncExitStack() as opened:
+        engine = engine or make_engine(settings)
+        opened.push_async_callback(engine.aclose)
+        store = await SessionStore.open(settings.db_path)
+        opened.push_async_callback(store.close)
+        make_private_dir(settings.blob_dir)  # a sentence, not an OSError, if it cannot be made
+        app = _wire(settings, engine, store, BlobStore(settings.blob_dir))
+        if app.service.files is not None:
+            opened.push_async_callback(app.service.files.files.aclose)
+        yield app
+
+
+def _wire(settings: Settings, engine: Engine, store: SessionStore, blobs: BlobStore) -> App:
     defaults = SessionDefaults(settings.model, settings.aspect_ratio, settings.image_size)
     limits = SpendLimits(user_turns_per_hour=settings.user_turns_per_hour or None,
                          workspace_daily_usd=settings.daily_budget_usd or None)
@@ -80,14 +91,7 @@ async def open_app(settings: Settings, engine: Engine | None = None) -> AsyncIte
     files = reference_files(settings, engine, store, blobs)
     service = EditService(store, blobs, engine, defaults=defaults, spend_limits=limits,
                           context=context, files=files)
-    try:
-        yield App(settings, store, blobs, engine, service,
-                  asyncio.Semaphore(settings.max_concurrency))
-    finally:
-        if files is not None:
-            await files.files.aclose()
-        await engine.aclose()
-        await store.close()
+    return App(settings, store, blobs, engine, service, asyncio.Semaphore(settings.max_concurrency))
 
 
 def reference_files(settings: Settings, engine: Engine, store: SessionStore,

@@ -12,23 +12,33 @@ import asyncio
 import getpass
 import json
 import logging
+import re
+import sqlite3
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bot.allocator import tune_allocator
 from bot.app import App, open_app
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain import OperationRefused, SessionKey
+from bot.ids import parse_id
 from bot.images import ImageRejected
 from bot.results import Attachment, HistoryView, TurnResult
+from bot.storage.db import StoreUnavailable, unusable_database
 from bot.storage.usage import UsageLedger
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_IMAGE = 3
+DESCRIPTION = (
+    "Edit images in conversation with Gemini from a shell: each instruction makes a new version "
+    "of a session's image, which you can undo, revert, retry, approve and export. Each call is a "
+    "new process; sessions live in the data directory (THREADEDIT_DATA_DIR).")
+EXIT_STATUS = ("Exit status: 0 done, 2 bad input or a refused operation (nothing was sent), 3 the "
+               "model made no image (blocked or failed; the session is unchanged).")
 
 
 class CliError(Exception):
@@ -42,63 +52,121 @@ def _user() -> str:
         return "cli"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="threadedit", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one sentence under the usage of the command that was meant
+    (not the whole top-level usage)."""
 
-    e = sub.add_parser("edit", help="start a session or add an instruction to one")
-    e.add_argument("instruction")
-    e.add_argument("--session", type=int)
-    e.add_argument("--ref", action="append", default=[], type=Path, metavar="PATH")
-    e.add_argument("--aspect")
-    e.add_argument("--size")
-    e.add_argument("--model")
-    e.add_argument("--by", default=None, help="author name (default: your user name)")
-    e.add_argument("--json", action="store_true")
+    commands: dict[str, argparse.ArgumentParser]
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse reports these on the top-level parser; say them on the command's
+            self.commands[ns.command].error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns
+
+    def error(self, message: str) -> NoReturn:
+        if self.prog == "threadedit":  # no command, or not one of ours
+            commands = ", ".join(self.commands)
+            said = message.split(": invalid choice: ")[-1].split(" (choose from")[0]
+            sentence = (f"{said} is not a threadedit command" if "invalid choice" in message
+                        else "say which command to run")
+            self.exit(2, f"threadedit: {sentence}; the commands are {commands} "
+                         "(threadedit --help says what each does).\n")
+        # An argument's own error already names it ("'x' is not a session number ...").
+        message = re.sub(r"^argument [^:]+: ", "", message).rstrip(".")
+        self.exit(2, f"{self.format_usage()}{self.prog}: {message}.\n")
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="threadedit", description=DESCRIPTION, epilog=EXIT_STATUS)
+    # Subparsers are made of the parent's class, so every command's errors read the same way.
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.commands = {}
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.commands[name] = c
+        return c
+
+    def json_flag(c: argparse.ArgumentParser, what: str) -> None:
+        c.add_argument("--json", action="store_true", help=f"print {what} as one JSON object")
+
+    e = command("edit", "start a session or add an instruction to one")
+    e.add_argument("instruction", help="what to make or change, in words")
+    e.add_argument("--session", type=_session_id, metavar="SESSION",
+                   help="the session to continue (default: start a new one)")
+    e.add_argument("--ref", action="append", default=[], type=Path, metavar="PATH",
+                   help="a reference image to send with the instruction (repeat for several)")
+    e.add_argument("--aspect", metavar="RATIO", help="aspect ratio such as 16:9; kept by the session")
+    e.add_argument("--size", help="image size (512, 1K, 2K or 4K, as the model allows); kept by the session")
+    e.add_argument("--model", help="flash, pro or a Gemini image model id; kept by the session")
+    e.add_argument("--by", default=None, metavar="NAME", help="author name (default: your user name)")
+    json_flag(e, "the result")
 
     for name, text in (("retry", "make the last instruction again"),
                        ("undo", "step the head back to its parent")):
-        c = sub.add_parser(name, help=text)
-        c.add_argument("session", type=int)
-        c.add_argument("--json", action="store_true")
+        c = command(name, text)
+        c.add_argument("session", type=_session_id, help="the session number")
+        json_flag(c, "the result" if name == "retry" else "the history")
 
-    r = sub.add_parser("revert", help="make any version the head")
-    r.add_argument("session", type=int)
-    r.add_argument("version", type=_version)
-    r.add_argument("--json", action="store_true")
+    r = command("revert", "make any version the head")
+    r.add_argument("session", type=_session_id, help="the session number")
+    r.add_argument("version", type=_version, help="the version to make the head, such as 3 or v3")
+    json_flag(r, "the history")
 
-    a = sub.add_parser("approve", help="approve a version (default: the head)")
-    a.add_argument("session", type=int)
-    a.add_argument("version", type=_version, nargs="?")
-    a.add_argument("--by", default=None)
-    a.add_argument("--json", action="store_true")
+    a = command("approve", "approve a version (default: the head)")
+    a.add_argument("session", type=_session_id, help="the session number")
+    a.add_argument("version", type=_version, nargs="?",
+                   help="the version, such as 3 or v3 (default: the head)")
+    a.add_argument("--by", default=None, metavar="NAME", help="who approves (default: your user name)")
+    json_flag(a, "the history")
 
-    h = sub.add_parser("history", help="list a session's versions")
-    h.add_argument("session", type=int)
-    h.add_argument("--json", action="store_true")
+    h = command("history", "list a session's versions")
+    h.add_argument("session", type=_session_id, help="the session number")
+    json_flag(h, "the history")
 
-    x = sub.add_parser("export", help="write every version's image and manifest.json")
-    x.add_argument("session", type=int)
-    x.add_argument("dir", type=Path)
+    x = command("export", "write every version's image and manifest.json")
+    x.add_argument("session", type=_session_id, help="the session number")
+    x.add_argument("dir", type=Path, help="the folder to write into")
 
-    sub.add_parser("run", help="start every configured chat adapter")
+    command("run", "start every configured chat adapter")
 
-    u = sub.add_parser("usage", help="spend by workspace, user and session")
+    u = command("usage", "spend by workspace, user and session")
     u.add_argument("--since", type=_day, default=None, metavar="YYYY-MM-DD",
                    help="first UTC day to count (default: 30 days ago)")
-    u.add_argument("--json", action="store_true")
+    json_flag(u, "the report")
 
-    pg = sub.add_parser("playground", help="serve the local web playground and the gallery")
+    pg = command("playground", "serve the local web playground and the gallery")
     pg.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    pg.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
+    pg.add_argument("--port", type=_port, default=8765,
+                    help="port to listen on (default 8765; 0: any free port)")
     return p
 
 
+def _shown(text: str) -> str:
+    """What was typed, quoted, and cut short: a 5,000-digit id is not echoed whole."""
+    return repr(text if len(text) <= 24 else text[:20] + "...")
+
+
+def _session_id(text: str) -> int:
+    value = parse_id(text.strip())
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a session number such as 12")
+    return value
+
+
 def _version(text: str) -> int:
-    value = text.strip().lower().removeprefix("v")
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a version number such as 3 or v3")
-    return int(value)
+    value = parse_id(text.strip().lower().removeprefix("v"))
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a version number such as 3 or v3")
+    return value
+
+
+def _port(text: str) -> int:
+    value = parse_id(text.strip())
+    if value is None or value > 65535:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a port number from 0 to 65535")
+    return value
 
 
 def _day(text: str) -> str:
@@ -174,17 +242,20 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     async with open_app(settings) as app:
         svc = app.service
         who = getattr(args, "by", None) or _user()
-        if cmd == "edit":
-            target: int | SessionKey = (
-                args.session if args.session is not None
-                else SessionKey("cli", "local", "cli", uuid.uuid4().hex)
-            )
-            turn = await svc.submit_edit(target, who, args.instruction, refs, model=args.model,
-                                         aspect=args.aspect, size=args.size)
-            return _print_turn(await svc.run_turn(turn.id), args.json)
-        if cmd == "retry":
-            turn = await svc.submit_retry(args.session, who)
-            return _print_turn(await svc.run_turn(turn.id), args.json)
+        if cmd in ("edit", "retry"):
+            if cmd == "retry":
+                turn = await svc.submit_retry(args.session, who)
+            else:
+                target: int | SessionKey = (
+                    args.session if args.session is not None
+                    else SessionKey("cli", "local", "cli", uuid.uuid4().hex)
+                )
+                turn = await svc.submit_edit(target, who, args.instruction, refs, model=args.model,
+                                             aspect=args.aspect, size=args.size)
+            code = _print_turn(await svc.run_turn(turn.id), args.json)
+            if code == 0 and settings.engine_notice:  # said only when the engine made the answer
+                print(settings.engine_notice, file=sys.stderr)
+            return code
         ops: dict[str, Callable[[App], Coroutine[Any, Any, HistoryView]]] = {
             "undo": lambda a: a.service.undo(args.session, who),
             "revert": lambda a: a.service.revert(args.session, who, args.version),
@@ -220,6 +291,7 @@ def _run_playground(settings: Settings, host: str, port: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level if settings.log_level != "INFO" else "WARNING",
@@ -231,11 +303,12 @@ def main(argv: list[str] | None = None) -> int:
             return _run_adapters(settings)
         if args.command == "playground":
             return _run_playground(settings, args.host, args.port)
-        if settings.engine_notice and args.command in ("edit", "retry"):
-            print(settings.engine_notice, file=sys.stderr)
         return asyncio.run(_run(args, settings))
-    except (ConfigError, CliError) as exc:
+    except (ConfigError, CliError, StoreUnavailable) as exc:
         print(str(exc), file=sys.stderr)
     except (OperationRefused, ImageRejected) as exc:
         print(exc.message, file=sys.stderr)
+    except sqlite3.DatabaseError as exc:  # damage met after the database opened
+        assert settings is not None
+        print(str(unusable_database(settings.db_path, exc)), file=sys.stderr)
     return EXIT_BAD_INPUT

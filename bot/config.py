@@ -6,12 +6,14 @@ sentence per bad value, because a user who mistyped a variable should never see 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from bot import catalog
 
@@ -20,11 +22,32 @@ class ConfigError(Exception):
     """A missing or malformed setting. The message is one sentence naming the variable."""
 
 
+_LIST_FORMS = 'must be ids separated by commas or spaces, or a JSON list such as ["C1", "C2"]'
+
+
 def comma_list(v: object) -> object:
-    """A setting that lists ids: commas or spaces between them."""
+    """A setting that lists ids, as people write them: one id, `a,b`, `a, b`, `a b`, or a JSON
+    list. An empty value is an empty list (the setting is off)."""
     if isinstance(v, str):
-        return frozenset(x.strip() for x in v.replace(" ", ",").split(",") if x.strip())
+        text = v.strip()
+        if text.startswith("["):
+            try:
+                v = json.loads(text)
+            except ValueError:
+                raise ValueError(_LIST_FORMS) from None
+        else:
+            return frozenset(x for x in re.split(r"[,\s]+", text) if x)
+    if isinstance(v, list | tuple | set | frozenset):
+        # JSON numbers too: a Discord id pasted unquoted is still that id.
+        if not all(isinstance(x, str | int) and not isinstance(x, bool) for x in v):
+            raise ValueError(_LIST_FORMS)
+        return frozenset(str(x).strip() for x in v if str(x).strip())
     return v
+
+
+# The type of every list setting. NoDecode: pydantic-settings would otherwise read the value as
+# JSON before any validator runs, so `a,b`, one id, or an empty value would end in SettingsError.
+IdList = Annotated[frozenset[str], NoDecode, BeforeValidator(comma_list)]
 
 
 def blank_as_none(value: object) -> object:
@@ -182,6 +205,15 @@ def load_settings_of(cls: type[S], **overrides: object) -> S:
     first bad value, which is shown unless the setting holds a secret."""
     try:
         settings = cls(**overrides)
+    except SettingsError as exc:  # a value pydantic-settings could not even read
+        found = re.search(r'field "(\w+)"', str(exc))
+        field = found.group(1) if found else ""
+        name = {n: f.alias or n.upper() for n, f in cls.model_fields.items()}.get(field, "A setting")
+        raise ConfigError(f"{name} could not be read; check its value in the environment or .env.") \
+            from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read the settings file .env in {Path.cwd()}: {_reason(exc)}.") \
+            from None
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "setting"
@@ -194,3 +226,9 @@ def load_settings_of(cls: type[S], **overrides: object) -> S:
         msg = msg.replace("a valid integer, unable to parse string as an integer", "a whole number")
         raise ConfigError(f"{name} {msg}{shown}.".replace("..", ".")) from None
     return settings
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "it is not UTF-8 text"
+    return str(getattr(exc, "strerror", None) or exc)

@@ -197,3 +197,100 @@ async def test_five_turn_seed_scenario_through_the_cli(cli: Cli, gemini):
     r = await cli("history", sid, "--json")
     assert [(v["version"], v["parent"]) for v in r.json["versions"]] == [
         (1, None), (2, 1), (3, 2), (4, 3), (5, 4)]
+
+
+HUGE = "9" * 5000
+# Every command that takes a SESSION or VERSION, with an id it cannot be: past SQLite's INTEGER,
+# superscript digits (str.isdigit() says yes), 5,000 digits, a sign.
+ODD_IDS = [
+    (["history", "99999999999999999999"], "'99999999999999999999' is not a session number"),
+    (["history", "\u00b2"], "'\u00b2' is not a session number"),
+    (["history", HUGE], "'99999999999999999999...' is not a session number"),
+    (["undo", "\u00b2"], "is not a session number"),
+    (["retry", HUGE], "is not a session number"),
+    (["export", "99999999999999999999", "out"], "is not a session number"),
+    (["approve", "-1"], "is not a session number"),
+    (["approve", "1", "v99999999999999999999"], "'v99999999999999999999' is not a version number"),
+    (["revert", "1", "\u00b9"], "'\u00b9' is not a version number"),
+    (["revert", "1", HUGE], "is not a version number"),
+    (["edit", "--session", "99999999999999999999", "x"], "is not a session number"),
+    (["edit", "--session", "\u00b3", "x"], "is not a session number"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), ODD_IDS, ids=lambda v: str(v)[:30])
+async def test_odd_ids_are_one_sentence_under_the_commands_usage(cli: Cli, gemini, args, needle):
+    r = await cli(*args)
+    assert r.code == 2 and "Traceback" not in r.err, r.err
+    lines = r.err.strip().splitlines()
+    usage, sentence = lines[0], lines[-1]
+    assert usage.startswith(f"usage: threadedit {args[0]} "), r.err
+    assert sentence.startswith(f"threadedit {args[0]}: ") and needle in sentence, r.err
+    assert sentence.endswith(".") and len(sentence) < 200
+    assert gemini.requests == []
+
+
+async def test_the_largest_id_sqlite_holds_is_a_session_that_does_not_exist(cli: Cli):
+    r = await cli("history", str(2**63 - 1))
+    assert (r.code, r.err.strip()) == (2, f"There is no session {2**63 - 1}.")
+
+
+@pytest.mark.parametrize(("args", "lines"), [
+    (["history", "1", "--bogus"], ["usage: threadedit history [-h] [--json] session",
+                                   "threadedit history: unrecognized arguments: --bogus."]),
+    (["revert", "1"], ["usage: threadedit revert [-h] [--json] session version",
+                       "threadedit revert: the following arguments are required: version."]),
+    (["playground", "--port", "http"], [
+        "usage: threadedit playground [-h] [--host HOST] [--port PORT]",
+        "threadedit playground: 'http' is not a port number from 0 to 65535."]),
+    ([], ["threadedit: say which command to run; the commands are edit, retry, undo, revert, approve, "
+          "history, export, run, usage, playground (threadedit --help says what each does)."]),
+    (["histroy", "1"], ["threadedit: 'histroy' is not a threadedit command; the commands are edit, retry, "
+                        "undo, revert, approve, history, export, run, usage, playground (threadedit --help "
+                        "says what each does)."]),
+])
+async def test_argument_errors_show_the_commands_own_usage_and_one_sentence(cli: Cli, args, lines):
+    r = await cli(*args)
+    assert (r.code, r.out, r.err.splitlines()) == (2, "", lines)
+
+
+async def test_help_says_what_threadedit_is_in_whole_sentences(cli: Cli):
+    from bot.cli import DESCRIPTION, EXIT_STATUS
+
+    r = await cli("--help")
+    assert r.code == 0
+    text = " ".join(r.out.split())
+    assert DESCRIPTION in text and EXIT_STATUS in text
+    assert DESCRIPTION.endswith("(THREADEDIT_DATA_DIR).") and EXIT_STATUS.endswith("unchanged).")
+
+
+def test_every_argument_of_every_command_has_help() -> None:
+    import argparse
+
+    from bot.cli import _parser
+
+    commands = _parser().commands
+    assert set(commands) == {"edit", "retry", "undo", "revert", "approve", "history", "export", "run",
+                             "usage", "playground"}
+    missing = [f"{name} {a.dest}" for name, c in commands.items() for a in c._actions
+               if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
+    assert missing == []
+
+
+async def test_the_offline_note_is_said_once_and_only_when_the_engine_answered(tmp_path: Path):
+    cli = Cli(tmp_path, _env(tmp_path))  # no key: the offline engine
+    note = "No GEMINI_API_KEY is set, so threadedit uses the offline local engine"
+    for args in (["edit", "--aspect", "7:3", "x"], ["edit", "--session", "42", "x"], ["retry", "1"],
+                 ["history", "1"], ["edit", "--session", "\u00b2", "x"]):
+        r = await cli(*args)
+        assert r.code == 2 and note not in r.err, (args, r.err)
+    r = await cli("edit", "--json", "a poster in navy")
+    assert r.code == 0 and r.err.count(note) == 1 and note not in r.out
+    r = await cli("edit", "--session", "1", "make it black and white")
+    assert r.code == 0 and r.err.count(note) == 1
+    r = await cli("retry", "1")
+    assert r.code == 0 and r.err.count(note) == 1
+    for args in (["history", "1"], ["undo", "1"], ["revert", "1", "1"], ["approve", "1"],
+                 ["export", "1", str(tmp_path / "out")], ["usage"]):
+        r = await cli(*args)
+        assert r.code == 0 and note not in r.out + r.err, (args, r.err)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.config import blank_as_none, comma_list
+from bot.config import IdList, blank_as_none
 
 DISCORD_API = "https://discord.com/api/v10"
 
@@ -19,15 +19,11 @@ class DiscordSettings(BaseSettings):
     approver_role: str | None = Field(default=None, alias="DISCORD_APPROVER_ROLE")
     # A role name or id whose members may change a session's model, aspect and size. Unset: anyone.
     settings_role: str | None = Field(default=None, alias="DISCORD_SETTINGS_ROLE")
-    allowed_channels: frozenset[str] = Field(default=frozenset(), alias="DISCORD_ALLOWED_CHANNELS")
+    # One id, ids separated by commas or spaces, or a JSON list (bot.config.IdList).
+    allowed_channels: IdList = Field(default=frozenset(), alias="DISCORD_ALLOWED_CHANNELS")
     # The privileged intent that lets the bot read replies that do not mention it. Turn off when
     # the Developer Portal switch is off, or Discord refuses the connection (close code 4014).
     message_content: bool = Field(default=True, alias="DISCORD_MESSAGE_CONTENT")
-
-    @field_validator("allowed_channels", mode="before")
-    @classmethod
-    def _lists(cls, v: object) -> object:
-        return comma_list(v)
 
     @field_validator("token", "approver_role", "settings_role", mode="before")
     @classmethod

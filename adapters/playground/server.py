@@ -62,15 +62,17 @@ async def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAUL
                   "address with --host or --port.", file=sys.stderr)
             return 2
         bound = port or int(runner.addresses[0][1])  # --port 0: the port the system picked
-        print(f"threadedit playground: {_url(host, bound)}", flush=True)
-        for note in _notices(settings, host, pg):
-            print(note, file=sys.stderr, flush=True)
-        await pg.start()
+        # Handlers before the address is printed: a SIGTERM sent as soon as it is up stops it
+        # cleanly (exit 0), not by the default action.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        print(f"threadedit playground: {_url(host, bound)}", flush=True)
+        for note in _notices(settings, host, pg):
+            print(note, file=sys.stderr, flush=True)
+        await pg.start()
         await stop.wait()
         # Stop taking requests first, then the pipeline: a turn cut off here stays queued or
         # running in the database and is resumed at the next start.

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.config import blank_as_none, comma_list
+from bot.config import IdList, blank_as_none
+
+SLACK_FILE_SERVER = frozenset({"https://files.slack.com"})
 
 
 class SlackSettings(BaseSettings):
@@ -15,24 +17,21 @@ class SlackSettings(BaseSettings):
     app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
-    approvers: frozenset[str] = Field(default=frozenset(), alias="SLACK_APPROVERS")
-    allowed_channels: frozenset[str] = Field(default=frozenset(), alias="SLACK_ALLOWED_CHANNELS")
-    settings_changers: frozenset[str] = Field(default=frozenset(), alias="SLACK_SETTINGS_CHANGERS")
-    file_origins: frozenset[str] = Field(
-        default=frozenset({"https://files.slack.com"}), alias="SLACK_FILE_ORIGINS")
+    # Lists: one id, ids separated by commas or spaces, or a JSON list (bot.config.IdList).
+    approvers: IdList = Field(default=frozenset(), alias="SLACK_APPROVERS")
+    allowed_channels: IdList = Field(default=frozenset(), alias="SLACK_ALLOWED_CHANNELS")
+    settings_changers: IdList = Field(default=frozenset(), alias="SLACK_SETTINGS_CHANGERS")
+    file_origins: IdList = Field(
+        default=SLACK_FILE_SERVER, alias="SLACK_FILE_ORIGINS")
     host: str = Field(default="127.0.0.1", alias="THREADEDIT_HOST")
     port: int = Field(default=3000, ge=1, le=65535, alias="THREADEDIT_PORT")
-
-    @field_validator("approvers", "allowed_channels", "settings_changers", "file_origins",
-                     mode="before")
-    @classmethod
-    def _lists(cls, v: object) -> object:
-        return comma_list(v)
 
     @field_validator("file_origins", mode="after")
     @classmethod
     def _origins(cls, v: frozenset[str]) -> frozenset[str]:
-        return frozenset(o.rstrip("/") for o in v)
+        # Empty means the default, as for every other setting: an empty list would only make
+        # every download fail.
+        return frozenset(o.rstrip("/") for o in v) or SLACK_FILE_SERVER
 
     @field_validator("bot_token", "app_token", "signing_secret", mode="before")
     @classmethod
