@@ -65,10 +65,10 @@ def network_reason(exc: BaseException) -> str | None:
 
 async def until_reachable(attempt: Callable[[], Awaitable[T]],
                           transient: Callable[[Exception], str | None], *,
-                          say: Report = report, backoff: Backoff | None = None) -> T:
+                          say: Report | None = None, backoff: Backoff | None = None) -> T:
     """Run `attempt` until it succeeds. A failure `transient` describes (a sentence without the
     retry part) is reported and retried after the next delay; any other failure is raised."""
-    backoff = backoff or Backoff()
+    backoff, say = backoff or Backoff(), say or report
     while True:
         try:
             return await attempt()

@@ -15,8 +15,10 @@ a 200 HTML sign-in page. files_upload_v2 = files.getUploadURLExternal -> POST ra
 objects still have empty `shares` (Slack shares asynchronously); the posted message and files.info
 show the share.
 
-Socket Mode: `apps.connections.open` (app token only) hands out `ws://.../link`; the socket says
-`hello`, `socket_send` pushes an envelope and `socket_acks` records each envelope's ack.
+Socket Mode: `apps.connections.open` (app token only) hands out `ws://.../link` (or `socket_url`
+when set, e.g. a closed port); the socket says `hello`, `socket_send` pushes an envelope and
+`socket_acks` records each envelope's ack. `refused_tokens` maps a token to the error every
+method gives it (`token_revoked`, `account_inactive`, ...).
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class FakeSlack:
         self.reactions: list[Json] = []  # {"action": "add"|"remove", "channel", "timestamp", "name"}
         self.users: dict[str, Json] = {}  # user id -> users.info "user" object overrides
         self.rate_limit_next: dict[str, float] = {}
+        self.refused_tokens: dict[str, str] = {}  # token -> the error Slack gives it (token_revoked, ...)
+        self.socket_url: str | None = None  # what apps.connections.open hands out, when set
         self.file_downloads: list[FileDownload] = []
         self._files: dict[str, Json] = {}  # file id -> Slack file object (completed or add_file)
         self._contents: dict[str, bytes] = {}
@@ -231,6 +235,8 @@ class FakeSlack:
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else _text(args.get("token"))
         if not token:
             return {"ok": False, "error": "not_authed"}
+        if token in self.refused_tokens:
+            return {"ok": False, "error": self.refused_tokens[token]}
         # apps.connections.open takes the app-level token and nothing else, as on Slack.
         if token != (self.app_token if method == "apps.connections.open" else self.bot_token):
             return {"ok": False, "error": "invalid_auth"}
@@ -474,6 +480,8 @@ class FakeSlack:
         return {"user": user}
 
     async def _connections_open(self, args: Json) -> Json:
+        if self.socket_url is not None:
+            return {"url": self.socket_url}
         return {"url": f"{self.files_origin.replace('http', 'ws', 1)}/link?ticket={secrets.token_hex(8)}"}
 
     # ---- Socket Mode --------------------------------------------------------------------------
