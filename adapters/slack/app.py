@@ -59,7 +59,7 @@ class SlackAdapter:
                                             settings_changers=settings.settings_changers or None),
             allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval)
         self.files = files or SlackFiles(settings.bot_token.get_secret_value(),
-                                         settings.file_origins)
+                                         settings.file_origins, client=client)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
         self.bolt = AsyncApp(
             client=client,

@@ -18,7 +18,8 @@ show the share.
 Socket Mode: `apps.connections.open` (app token only) hands out `ws://.../link` (or `socket_url`
 when set, e.g. a closed port); the socket says `hello`, `socket_send` pushes an envelope and
 `socket_acks` records each envelope's ack. `refused_tokens` maps a token to the error every
-method gives it (`token_revoked`, `account_inactive`, ...).
+method gives it (`token_revoked`, `account_inactive`, ...). `add_connect_file` makes a Slack
+Connect file: events carry a stub, files.info the object (`file_info_errors` makes it fail).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class FakeSlack:
         self.rate_limit_next: dict[str, float] = {}
         self.refused_tokens: dict[str, str] = {}  # token -> the error Slack gives it (token_revoked, ...)
         self.socket_url: str | None = None  # what apps.connections.open hands out, when set
+        self.file_info_errors: dict[str, str] = {}  # file id -> the error files.info gives it
         self.file_downloads: list[FileDownload] = []
         self._files: dict[str, Json] = {}  # file id -> Slack file object (completed or add_file)
         self._contents: dict[str, bytes] = {}
@@ -175,6 +177,19 @@ class FakeSlack:
         if login_page:
             self._login_pages.add(fid)
         return dict(obj)
+
+    def add_connect_file(
+        self, content: bytes, *, filename: str = "ref.png", mimetype: str = "image/png",
+        file_id: str | None = None, other_team: str = "T0OTHERORG",
+    ) -> Json:
+        """A file shared from a Slack Connect channel (another organisation's). Events carry only
+        the stub returned here, shaped as recorded (../shared/real/slack/s03_...): no name, no
+        URL, `file_access: check_file_info`. files.info gives the full object, downloadable."""
+        obj = self.add_file(content, filename=filename, mimetype=mimetype, file_id=file_id)
+        self._files[obj["id"]].update(user="U0OTHERUSER", user_team=other_team,
+                                      source_team=other_team, is_external=False)
+        return {"id": obj["id"], "mode": "file_access", "file_access": "check_file_info",
+                "created": 0, "timestamp": 0, "user": ""}
 
     def add_message(
         self, channel: str, text: str = "", *, user: str = "UUSER", thread_ts: str | None = None,
@@ -451,6 +466,8 @@ class FakeSlack:
         return {"files": response_files}
 
     async def _files_info(self, args: Json) -> Json:
+        if (error := self.file_info_errors.get(_text(args.get("file")))) is not None:
+            raise SlackError(error)
         if (obj := self._files.get(_text(args.get("file")))) is None:
             raise SlackError("file_not_found")
         return {"file": obj, "comments": [], "response_metadata": {"next_cursor": ""}}
