@@ -13,10 +13,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import backoff
+from adapters.backoff import Backoff
 from adapters.discord.app import DiscordAdapter
 from adapters.discord.settings import DiscordSettings
+from adapters.slack.settings import SlackSettings
+from adapters.slack.startup import SlackStartError, check_bot_token, check_token_kinds
 from bot.app import open_app
 from bot.config import load_settings
 from tests.conftest import API_KEY
@@ -296,3 +300,28 @@ async def test_failed_discord_logins_leave_no_http_session_open(
     gc.collect()
     assert all("Discord is unreachable" in line for line in lines)
     assert reported == []
+
+
+# ---- in process: the pieces ------------------------------------------------------------------
+
+def test_backoff_doubles_from_1_s_to_60_s_and_jitter_only_shortens():
+    longest, shortest = Backoff(rng=lambda: 0.0), Backoff(rng=lambda: 1.0)
+    assert [longest.next_delay() for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert [round(shortest.next_delay(), 2) for _ in range(8)] == [
+        0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 48, 48]
+
+
+@pytest.mark.parametrize("bot_token", ["xoxb-1-2-abc", "xoxe.xoxb-1-MS0yLTQy"])
+def test_bot_tokens_and_rotating_bot_tokens_are_of_the_right_kind(bot_token: str):
+    check_token_kinds(SlackSettings(SLACK_BOT_TOKEN=bot_token, SLACK_APP_TOKEN=APP_TOKEN))
+
+
+@pytest.mark.parametrize("error", ["not_authed", "token_revoked", "account_inactive", "token_expired"])
+async def test_every_refusal_of_the_bot_token_is_one_sentence(slack: FakeSlack, error: str):
+    slack.refused_tokens[TOKEN] = error
+    client = AsyncWebClient(token=TOKEN, base_url=slack.api_url)
+    with pytest.raises(SlackStartError) as refused:
+        await check_bot_token(client, slack.api_url, say=pytest.fail)
+    assert str(refused.value).startswith(f"Slack refused SLACK_BOT_TOKEN ({error}): ")
+    slack.refused_tokens.clear()
+    assert (await check_bot_token(client, slack.api_url, say=pytest.fail))["user_id"] == "UBOT"
