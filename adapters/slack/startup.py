@@ -118,11 +118,9 @@ class RetryingSocketModeClient(SocketModeClient):
         try:
             await until_reachable(self._connect_once, self._transient, say=self._say,
                                   backoff=Backoff())
-        except Exception as exc:
-            if self.closed or not isinstance(exc, SlackApiError):
-                if self.closed:
-                    return  # stopped while connecting: nothing to report
-                raise
+        except SlackApiError as exc:
+            if self.closed:
+                return  # stopped while connecting: nothing to report
             error = exc.response.get("error")
             if error in AUTH_ERRORS:
                 raise SlackStartError(
@@ -132,6 +130,9 @@ class RetryingSocketModeClient(SocketModeClient):
             raise SlackStartError(
                 f"Slack answered apps.connections.open with {error or 'an error'}; check that "
                 "Socket Mode is turned on for the app (Settings → Socket Mode).") from None
+        except Exception:
+            if not self.closed:
+                raise
 
     def _transient(self, exc: Exception) -> str | None:
         self.wss_uri = None  # a Socket Mode URL is good for one connection: ask for a new one
