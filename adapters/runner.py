@@ -46,7 +46,7 @@ async def run(settings: Settings) -> int:
               "`threadedit playground` or the CLI: threadedit edit \"a lighthouse at dusk\".",
               file=sys.stderr)
         return 2
-    # Handlers first: a SIGTERM while adapters start still ends in a clean shutdown.
+    # Handlers first: a stop while adapters start (or wait for their platform) is a clean stop too.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -54,25 +54,52 @@ async def run(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
     async with open_app(settings) as app:
         adapters: list[Adapter] = []
-        started: list[str] = []
         try:
             if slack is not None:
                 from adapters.slack.app import SlackAdapter
 
                 adapters.append(SlackAdapter(slack, app))
-                started.append(await adapters[-1].start())
             if discord_settings is not None:
                 from adapters.discord.app import DiscordAdapter
 
                 adapters.append(DiscordAdapter(discord_settings, app))
-                started.append(await adapters[-1].start())
-        except ConfigError:  # e.g. a token the platform refused: close what did start, then say so
+            started = await _start_unless_stopped(adapters, stop)
+            if started is not None:
+                print(f"threadedit: started {' and '.join(started)}; engine {app.engine.name}.",
+                      file=sys.stderr, flush=True)
+                await stop.wait()
+        finally:  # also after a refused token: close what was opened, then say so
             for adapter in reversed(adapters):
                 await adapter.aclose()
-            raise
-        print(f"threadedit: started {' and '.join(started)}; engine {app.engine.name}.",
-              file=sys.stderr)
-        await stop.wait()
-        for adapter in reversed(adapters):
-            await adapter.aclose()
     return 0
+
+
+async def _start_unless_stopped(adapters: list[Adapter], stop: asyncio.Event) -> list[str] | None:
+    """Start every adapter at once (one platform being down must not hold up the other); None
+    when a stop came first, in which case the starts still running are cancelled."""
+    starting = asyncio.create_task(_start_all(adapters))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+    if starting.cancelled():
+        return None
+    return starting.result()  # raises the ConfigError of a refused token
+
+
+async def _start_all(adapters: list[Adapter]) -> list[str]:
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(adapter.start()) for adapter in adapters]
+    except BaseExceptionGroup as group_error:
+        # The first refusal is the one to tell; the group has cancelled the other starts.
+        first = group_error.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [task.result() for task in tasks]

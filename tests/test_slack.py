@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
+from pathlib import Path
+
+import pytest
 
 from tests.fakes.gemini_server import Behaviour
 from tests.slack_harness import CHANNEL, ROOT_TS, SECRET, TOKEN, Harness, eventually, png, texts
+
+FIXTURES = Path(__file__).parent / "fixtures" / "slack"
 
 
 async def test_mention_makes_v1_with_image_and_buttons_on_one_message(bot: Harness):
@@ -251,3 +257,57 @@ async def test_progress_line_is_updated_while_the_turn_runs(bot: Harness):
     bot.gemini.hold.set()
     await eventually(bot.versions)
     await eventually(lambda: updates()[-1] == "v1 is ready.")
+
+
+def _recorded_connect_share(ts: str) -> dict:
+    """The recorded Slack Connect file_share event (tests/fixtures/slack/s03_...), as a reply in
+    the harness's thread: only where it happened changes; the stub file is as Slack sent it."""
+    envelope = json.loads((FIXTURES / "s03_event_message_file_share_slack_connect_file_access_"
+                                       "check_file_info.json").read_text())
+    envelope |= {"team_id": "T1", "context_team_id": "T1", "event_id": f"EvCONNECT{ts}"}
+    # Bolt takes the workspace from authorizations[0] (the installation the event is for).
+    envelope["authorizations"][0] |= {"team_id": "T1", "user_id": "UBOT"}
+    envelope["event"] |= {"channel": CHANNEL, "thread_ts": ROOT_TS, "ts": ts, "event_ts": ts,
+                          "user": "UANA"}
+    return envelope
+
+
+async def test_a_slack_connect_file_is_looked_up_with_files_info_and_used_as_a_reference(bot: Harness):
+    await bot.mention("a poster")
+    await eventually(bot.versions)
+    envelope = _recorded_connect_share("1700000001.000200")
+    [stub] = envelope["event"]["files"]
+    assert stub["file_access"] == "check_file_info" and "url_private" not in stub
+    ref = png((10, 200, 30))
+    assert bot.slack.add_connect_file(ref, filename="brand.png", file_id=stub["id"]) == stub
+    r = await bot.post(json.dumps(envelope), "application/json")
+    assert r.status_code == 200
+    await eventually(lambda: len(bot.versions()) == 2)
+    [info] = [c for c in bot.slack.calls if c.method == "files.info"]
+    assert info.args["file"] == stub["id"] and info.headers["authorization"] == f"Bearer {TOKEN}"
+    last_user = bot.gemini.requests[-1].body["contents"][-1]
+    assert last_user["parts"][0]["text"] == envelope["event"]["text"]
+    assert base64.b64decode(last_user["parts"][1]["inlineData"]["data"]) == ref
+    [download] = bot.slack.file_downloads
+    assert download.path.endswith("/brand.png") and download.authorization == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    ("file_not_found", "Slack says it no longer exists (file_not_found)"),
+    ("access_denied", "Slack denied the app access to it (access_denied)"),
+])
+async def test_a_slack_connect_file_slack_will_not_give_is_one_sentence_in_the_thread(
+        bot: Harness, error: str, says: str):
+    await bot.mention("a poster")
+    await eventually(bot.versions)
+    envelope = _recorded_connect_share("1700000001.000200")
+    [stub] = envelope["event"]["files"]
+    bot.slack.add_connect_file(png((1, 2, 3)), file_id=stub["id"])
+    bot.slack.file_info_errors[stub["id"]] = error
+    await bot.post(json.dumps(envelope), "application/json")
+    [sentence] = await eventually(lambda: [t for t in texts(bot) if says in t])
+    assert sentence.startswith("<@UANA> I could not get the file shared from the other organisation: ")
+    assert "not on Slack's file server" not in sentence
+    await bot.settle()
+    assert len(bot.versions()) == 1 and len(bot.gemini.requests) == 1  # nothing sent, nothing lost
+    assert bot.slack.file_downloads == []

@@ -58,6 +58,20 @@ async def test_socket_mode_acks_events_and_runs_the_whole_flow(socket_bot: Harne
     assert users == ["a paper boat", "on a blue pond"]
 
 
+async def test_socket_mode_reconnects_when_slack_closes_the_socket(socket_bot: Harness):
+    # Slack closes sockets now and then (deploys, refresh): the client asks for a new URL and
+    # carries on, through the same retrying connect() as at start.
+    slack = socket_bot.slack
+    first = slack.sockets[0]
+    await first.close()
+    await eventually(lambda: slack.sockets and slack.sockets[0] is not first)
+    opens = [c for c in slack.calls if c.method == "apps.connections.open"]
+    assert len(opens) == 2
+    ack = await socket_bot.mention("a paper boat")
+    assert set(ack) == {"envelope_id"}
+    await eventually(socket_bot.versions)
+
+
 async def test_socket_mode_redelivery_makes_one_turn(socket_bot: Harness):
     event = {"type": "app_mention", "user": "UANA", "text": "<@UBOT> a kite", "ts": ROOT_TS,
              "channel": CHANNEL, "event_ts": ROOT_TS}

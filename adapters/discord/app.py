@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from urllib.parse import urlsplit
 
 import discord
 
+from adapters.backoff import network_reason, until_reachable
 from adapters.discord.backend import DiscordBackend
 from adapters.discord.client import ThreadeditClient
 from adapters.discord.listeners import DiscordListeners
-from adapters.discord.settings import DiscordSettings
+from adapters.discord.settings import DISCORD_API, DiscordSettings
 from bot.access import AccessPolicy
 from bot.app import App, make_chat_core
 from bot.config import ConfigError
@@ -21,6 +23,23 @@ log = logging.getLogger(__name__)
 
 class DiscordStartError(ConfigError):
     """The bot could not log in or connect; the message is one sentence for the operator."""
+
+
+class _OneLineReconnects(logging.Filter):
+    """discord.py retries a failed gateway connection itself, logging a full traceback each
+    time ('Attempting a reconnect in %.2fs'); make that the same one line as our own retries."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Attempting a reconnect in %.2fs" and record.exc_info:
+            exc = record.exc_info[1]
+            reason = (network_reason(exc) if exc is not None else None) or type(exc).__name__
+            record.msg = "Discord's gateway connection failed (%s); retrying in %.1f s."
+            record.args = (reason, *(record.args or (0.0,)))  # type: ignore[misc]
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("discord.client").addFilter(_OneLineReconnects())
 
 
 class DiscordAdapter:
@@ -41,26 +60,57 @@ class DiscordAdapter:
         self._previous_gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
 
     async def start(self) -> str:
-        """Log in, connect and wait until the gateway is ready; resume unfinished turns."""
+        """Log in, connect and wait until the gateway is ready; resume unfinished turns.
+
+        While Discord cannot be reached this retries with backoff, one line per retry; a token
+        Discord refuses is a sentence. Cancelling it (a stop) ends it at once."""
         assert self.settings.token is not None
         # discord.py reads its REST base from a class attribute: one API base per process.
         discord.http.Route.BASE = self.settings.api_base
-        try:
-            await self.client.login(self.settings.token.get_secret_value())
-        except discord.LoginFailure:
-            raise DiscordStartError("Discord refused DISCORD_TOKEN; copy the bot token again from "
-                                    "the Developer Portal (Bot → Reset Token).") from None
+        await until_reachable(self._login, self._unreachable)
         self._task = asyncio.create_task(self._connect())
         ready = asyncio.create_task(self.client.wait_until_ready())
-        await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
+        try:
+            await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
             ready.cancel()
+        if not self.client.is_ready():
             exc = self._task.exception()
             raise DiscordStartError(str(exc) if exc else "The Discord connection closed at start.")
         await self.core.start(self.resume_max_age)
         mode = ("" if self.settings.message_content
                 else "; message content intent off: replies must mention the bot")
         return f"Discord (as {self.client.user}{mode})"
+
+    async def _login(self) -> None:
+        assert self.settings.token is not None
+        host = self._host()
+        try:
+            await self.client.login(self.settings.token.get_secret_value())
+        except discord.LoginFailure:
+            raise DiscordStartError("Discord refused DISCORD_TOKEN; copy the bot token again from "
+                                    "the Developer Portal (Bot → Reset Token).") from None
+        except Exception as exc:
+            # discord.py opens a new HTTP session (on its connector) at every login: close this
+            # one, and let the next login make a new connector, so nothing is left unclosed.
+            await self.client.http.close()
+            self.client.http.connector = discord.utils.MISSING
+            if self._unreachable(exc) is None and isinstance(exc, discord.HTTPException):
+                raise DiscordStartError(
+                    f"Discord answered HTTP {exc.status} at {host} while logging in; check "
+                    f"DISCORD_API_BASE (the default is {DISCORD_API}).") from None
+            raise
+
+    def _host(self) -> str:
+        return urlsplit(self.settings.api_base).netloc or self.settings.api_base
+
+    def _unreachable(self, exc: Exception) -> str | None:
+        if (reason := network_reason(exc)) is not None:
+            return (f"Discord is unreachable at {self._host()} ({reason}); check the network, "
+                    "a proxy, or DISCORD_API_BASE")
+        if isinstance(exc, discord.DiscordServerError):
+            return f"Discord answered HTTP {exc.status} at {self._host()}"
+        return None
 
     async def _connect(self) -> None:
         try:

@@ -16,6 +16,7 @@ from adapters.slack.backend import SlackBackend
 from adapters.slack.files import SlackFiles
 from adapters.slack.listeners import register
 from adapters.slack.settings import SlackSettings
+from adapters.slack.startup import SlackStartError, SocketModeHandler, check_bot_token, check_token_kinds
 from bot.access import AccessPolicy
 from bot.app import App, make_chat_core
 
@@ -48,6 +49,7 @@ class SlackAdapter:
     def __init__(self, settings: SlackSettings, app: App, *, progress_interval: float = 5.0,
                  files: SlackFiles | None = None) -> None:
         assert settings.bot_token is not None
+        check_token_kinds(settings)
         self.settings = settings
         self.resume_max_age = app.settings.resume_max_age_seconds
         client = web_client(settings)
@@ -57,7 +59,7 @@ class SlackAdapter:
                                             settings_changers=settings.settings_changers or None),
             allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval)
         self.files = files or SlackFiles(settings.bot_token.get_secret_value(),
-                                         settings.file_origins)
+                                         settings.file_origins, client=client)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
         self.bolt = AsyncApp(
             client=client,
@@ -68,23 +70,30 @@ class SlackAdapter:
         )
         register(self.bolt, self.core, self.files)
         self._runner: web.AppRunner | None = None
-        self._socket = None
+        self._socket: SocketModeHandler | None = None
 
     def web_app(self) -> web.Application:
         return self.bolt.web_app(path="/slack/events")
 
     async def start(self) -> str:
+        """Check the bot token with Slack, resume unfinished turns, then listen. While Slack
+        cannot be reached this retries with backoff; cancelling it (a stop) ends it at once."""
+        await check_bot_token(self.backend.client, self.settings.api_url)
         await self.core.start(self.resume_max_age)
         if self.settings.mode == "socket":
-            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-
             assert self.settings.app_token is not None
-            self._socket = AsyncSocketModeHandler(self.bolt, self.settings.app_token.get_secret_value())
+            self._socket = SocketModeHandler(self.bolt, self.settings.app_token.get_secret_value())
             await self._socket.connect_async()
             return "Slack (Socket Mode)"
         self._runner = web.AppRunner(self.web_app())
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+        try:
+            await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+        except OSError as exc:
+            raise SlackStartError(
+                f"Could not listen on {self.settings.host}:{self.settings.port} for Slack's events "
+                f"({exc.strerror or exc}); set THREADEDIT_HOST and THREADEDIT_PORT to a free "
+                "address.") from None
         return f"Slack (HTTP, POST http://{self.settings.host}:{self.settings.port}/slack/events)"
 
     async def aclose(self) -> None:

@@ -15,8 +15,11 @@ a 200 HTML sign-in page. files_upload_v2 = files.getUploadURLExternal -> POST ra
 objects still have empty `shares` (Slack shares asynchronously); the posted message and files.info
 show the share.
 
-Socket Mode: `apps.connections.open` (app token only) hands out `ws://.../link`; the socket says
-`hello`, `socket_send` pushes an envelope and `socket_acks` records each envelope's ack.
+Socket Mode: `apps.connections.open` (app token only) hands out `ws://.../link` (or `socket_url`
+when set, e.g. a closed port); the socket says `hello`, `socket_send` pushes an envelope and
+`socket_acks` records each envelope's ack. `refused_tokens` maps a token to the error every
+method gives it (`token_revoked`, `account_inactive`, ...). `add_connect_file` makes a Slack
+Connect file: events carry a stub, files.info the object (`file_info_errors` makes it fail).
 """
 
 from __future__ import annotations
@@ -111,6 +114,9 @@ class FakeSlack:
         self.reactions: list[Json] = []  # {"action": "add"|"remove", "channel", "timestamp", "name"}
         self.users: dict[str, Json] = {}  # user id -> users.info "user" object overrides
         self.rate_limit_next: dict[str, float] = {}
+        self.refused_tokens: dict[str, str] = {}  # token -> the error Slack gives it (token_revoked, ...)
+        self.socket_url: str | None = None  # what apps.connections.open hands out, when set
+        self.file_info_errors: dict[str, str] = {}  # file id -> the error files.info gives it
         self.file_downloads: list[FileDownload] = []
         self._files: dict[str, Json] = {}  # file id -> Slack file object (completed or add_file)
         self._contents: dict[str, bytes] = {}
@@ -172,6 +178,19 @@ class FakeSlack:
             self._login_pages.add(fid)
         return dict(obj)
 
+    def add_connect_file(
+        self, content: bytes, *, filename: str = "ref.png", mimetype: str = "image/png",
+        file_id: str | None = None, other_team: str = "T0OTHERORG",
+    ) -> Json:
+        """A file shared from a Slack Connect channel (another organisation's). Events carry only
+        the stub returned here, shaped as recorded (../shared/real/slack/s03_...): no name, no
+        URL, `file_access: check_file_info`. files.info gives the full object, downloadable."""
+        obj = self.add_file(content, filename=filename, mimetype=mimetype, file_id=file_id)
+        self._files[obj["id"]].update(user="U0OTHERUSER", user_team=other_team,
+                                      source_team=other_team, is_external=False)
+        return {"id": obj["id"], "mode": "file_access", "file_access": "check_file_info",
+                "created": 0, "timestamp": 0, "user": ""}
+
     def add_message(
         self, channel: str, text: str = "", *, user: str = "UUSER", thread_ts: str | None = None,
         ts: str | None = None, files: list[Json] | None = None,
@@ -231,6 +250,8 @@ class FakeSlack:
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else _text(args.get("token"))
         if not token:
             return {"ok": False, "error": "not_authed"}
+        if token in self.refused_tokens:
+            return {"ok": False, "error": self.refused_tokens[token]}
         # apps.connections.open takes the app-level token and nothing else, as on Slack.
         if token != (self.app_token if method == "apps.connections.open" else self.bot_token):
             return {"ok": False, "error": "invalid_auth"}
@@ -445,6 +466,8 @@ class FakeSlack:
         return {"files": response_files}
 
     async def _files_info(self, args: Json) -> Json:
+        if (error := self.file_info_errors.get(_text(args.get("file")))) is not None:
+            raise SlackError(error)
         if (obj := self._files.get(_text(args.get("file")))) is None:
             raise SlackError("file_not_found")
         return {"file": obj, "comments": [], "response_metadata": {"next_cursor": ""}}
@@ -474,6 +497,8 @@ class FakeSlack:
         return {"user": user}
 
     async def _connections_open(self, args: Json) -> Json:
+        if self.socket_url is not None:
+            return {"url": self.socket_url}
         return {"url": f"{self.files_origin.replace('http', 'ws', 1)}/link?ticket={secrets.token_hex(8)}"}
 
     # ---- Socket Mode --------------------------------------------------------------------------
