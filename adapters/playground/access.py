@@ -19,6 +19,7 @@ from bot.images import ImageRejected
 from bot.links import LinkCheck, verify
 
 from .core import MB, PLAYGROUND, Playground
+from .ids import parse_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,8 +66,9 @@ def _gate_public(request: web.Request, pg: Playground) -> str | None:
     if name not in GALLERY_ROUTES or request.method not in SAFE_METHODS:
         return NOT_PUBLIC
     q = request.query
-    check = verify(int(request.match_info["sid"]), q.get("exp"), q.get("sig"), pg.secret,
-                   time.time())
+    sid = parse_id(request.match_info["sid"])  # the route took ASCII digits only
+    # An id too large to exist was never signed; -1 never is either, so its link reads as invalid.
+    check = verify(-1 if sid is None else sid, q.get("exp"), q.get("sig"), pg.secret, time.time())
     if check is LinkCheck.VALID:
         return None
     if check is LinkCheck.EXPIRED:
