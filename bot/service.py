@@ -410,9 +410,10 @@ class EditService:
             created_at=t.created_at, finished_at=t.finished_at, text=t.text_reply,
         )
 
-    async def export(self, session_id: int, directory: Path) -> Path:
+    async def export(self, session_id: int, target: Path) -> Path:
+        """A folder, or a zip file for a name ending in .zip (bot/export.py); the path written."""
         from bot.export import write_export
 
         state = await self.store.load_state(session_id)
         audit = await self.store.audit_log(session_id)
-        return write_export(state, self.blobs, audit, directory)
+        return await asyncio.to_thread(write_export, state, self.blobs, audit, target)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -111,23 +110,14 @@ async def version_thumb(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "image/jpeg", "Cache-Control": IMMUTABLE})
 
 
-def _zip_folder(folder: Path, target: Path) -> None:
-    # Images are already compressed; deflating them again only costs time.
-    with zipfile.ZipFile(target, "w") as z:
-        for path in sorted(folder.iterdir()):
-            method = zipfile.ZIP_DEFLATED if path.suffix == ".json" else zipfile.ZIP_STORED
-            z.write(path, f"{folder.name}/{path.name}", compress_type=method)
-
-
 async def export(request: web.Request) -> web.StreamResponse:
     """Every version's original image and manifest.json (the CLI's export), as one zip."""
     pg = _pg(request)
     session = await pg.store.get_session(_sid(request))
     name = f"threadedit-session-{session.id}"
     with tempfile.TemporaryDirectory(prefix="threadedit-export-") as tmp:
-        folder, target = Path(tmp) / name, Path(tmp) / f"{name}.zip"
-        await pg.service.export(session.id, folder)
-        await asyncio.to_thread(_zip_folder, folder, target)
+        target = Path(tmp) / f"{name}.zip"
+        await pg.service.export(session.id, target)  # written in a thread
         response = web.StreamResponse(headers={
             "Content-Type": "application/zip", "Cache-Control": "no-store",
             "Content-Disposition": f'attachment; filename="{name}.zip"'})
