@@ -7,6 +7,7 @@ our limits) or raises `ImageRejected` with a stable `code` and one plain sentenc
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
@@ -71,6 +72,17 @@ class ImageRejected(ValueError):
         self.message = message
 
 
+# One large decode at a time in the whole process: a 40-megapixel image takes about 300 MB to
+# decode and scale, and ten of them checked side by side (one message, several uploads, several
+# threads) would take ten times that. Small images, the usual case, never wait.
+LARGE_DECODE_PIXELS = 8_000_000
+_large_decode = threading.Lock()
+
+
+def _decode_slot(im: Image.Image) -> contextlib.AbstractContextManager[object]:
+    return _large_decode if im.width * im.height >= LARGE_DECODE_PIXELS else contextlib.nullcontext()
+
+
 # --- public API ------------------------------------------------------------------------------
 def sniff_mime(data: bytes) -> str | None:
     """The type the magic bytes say, image or not (e.g. application/pdf, text/html); else None."""
@@ -122,7 +134,7 @@ def check_image(
         )
     kind = sniff_mime(data)
     _refuse_non_images(kind, who)
-    with _open(data, who, kind, limits.max_pixels) as im:
+    with _open(data, who, kind, limits.max_pixels) as im, _decode_slot(im):
         return _normalise(data, im, who, limits)
 
 
@@ -133,7 +145,7 @@ def reencode_to_fit(data: bytes, max_bytes: int) -> CheckedImage:
     """
     who = "The image"
     limits = ImageLimits()
-    with _open(data, who, sniff_mime(data), limits.max_pixels) as im:
+    with _open(data, who, sniff_mime(data), limits.max_pixels) as im, _decode_slot(im):
         if len(data) <= max_bytes:
             mime = _KEEP_FORMATS.get(im.format or "") or Image.MIME.get(im.format or "", "")
             return CheckedImage(data, mime or "application/octet-stream", im.width, im.height)
@@ -148,14 +160,15 @@ def reencode_to_fit(data: bytes, max_bytes: int) -> CheckedImage:
 def thumbnail(data: bytes, max_side: int = 320) -> bytes:
     """A small JPEG preview (EXIF rotation applied, transparency on white)."""
     who = "The image"
-    with _open(data, who, sniff_mime(data), ImageLimits().max_pixels) as im:
+    with _open(data, who, sniff_mime(data), ImageLimits().max_pixels) as im, _decode_slot(im):
         if im.format == "JPEG":
             im.draft(None, (max_side, max_side))
         img, _animated = _decode(im, who, ImageLimits())
         small = _flatten(img)
-    if small is img:
-        small = small.copy()
-    small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        if small is img:
+            small = small.copy()
+        # reducing_gap: a box reduction by a whole factor first, then Lanczos on what is left
+        small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return _encode(small, "JPEG", quality=85)
 
 
@@ -227,6 +240,11 @@ def _normalise(data: bytes, im: ImageFile.ImageFile, who: str, limits: ImageLimi
     fmt = im.format or ""
     sixteen_bit = fmt == "PNG" and any(";16" in str(tile.args) for tile in im.tile)
     original_mode = im.mode
+    declared = im.size  # as stored, before any EXIF rotation
+    if fmt == "JPEG" and max(declared) > 2 * limits.max_side:
+        # Decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), never below the size we
+        # keep: a 12000-pixel-wide photo then never exists at full size in memory.
+        im.draft(im.mode, _fit(declared, limits.max_side))
     img, animated = _decode(im, who, limits)
     changed = (
         img is not im or animated or sixteen_bit or fmt not in _KEEP_FORMATS
@@ -237,13 +255,13 @@ def _normalise(data: bytes, im: ImageFile.ImageFile, who: str, limits: ImageLimi
         notes.append(f"Used the first frame of the animated {_ANIMATED_NAMES[fmt]}.")
     elif animated:
         notes.append(f"Used the first image of the {fmt} file.")
-    width, height = img.size
+    # The size the user sent, turned as it is shown (img may be draft-scaled already).
+    turned = img.size != im.size  # decoding changes nothing else about the size
+    width, height = declared[::-1] if turned else declared
     if max(width, height) > limits.max_side:
-        scale = limits.max_side / max(width, height)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if img.mode in ("1", "P"):
-            img = img.convert("RGBA" if _has_alpha(img) else "RGB")
-        img = img.resize(size, Image.Resampling.LANCZOS)
+        size = _fit((width, height), limits.max_side)
+        img = _scale_down(img, size)
+        im.close()  # the full-size pixels: not needed while the small copy is encoded
         notes.append(f"Scaled it down from {width}×{height} to {size[0]}×{size[1]} pixels.")
         changed = True
     if not changed and len(data) <= limits.max_output_bytes:
@@ -267,6 +285,36 @@ def _normalise(data: bytes, im: ImageFile.ImageFile, who: str, limits: ImageLimi
 
 
 # --- encoding --------------------------------------------------------------------------------
+_STRIP_ROWS = 256
+
+
+def _scale_down(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Lanczos to `size`, a band of rows at a time: what one resize gives, to within one level
+    of rounding on a band's first row.
+
+    One resize of a 40-megapixel image holds a third image between its two passes (the new
+    width at the old height, 80 MB here); a band needs only its own rows. Each band's filter
+    still reads the source rows beyond the band (Pillow clips a box's filter to the image, not
+    to the box), so there are no seams.
+    """
+    if img.mode in ("1", "P"):
+        img = img.convert("RGBA" if _has_alpha(img) else "RGB")
+    out = Image.new(img.mode, size)
+    step = img.height / size[1]
+    for top in range(0, size[1], _STRIP_ROWS):
+        bottom = min(size[1], top + _STRIP_ROWS)
+        band = img.resize((size[0], bottom - top), Image.Resampling.LANCZOS,
+                          box=(0, top * step, img.width, bottom * step))
+        out.paste(band, (0, top))
+    return out
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """`size` scaled down (aspect kept) so its longer side is max_side."""
+    scale = max_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def _output_format(fmt: str, img: Image.Image, animated: bool) -> str:
     if animated or _has_alpha(img):
         return "PNG"

@@ -185,8 +185,11 @@ class EditService:
         if len(attachments) > MAX_REFERENCES:
             raise OperationRefused(f"Attach at most {MAX_REFERENCES} reference images per turn.",
                                    "too_many_references")
-        checked = [check_image(a.data, filename=a.filename, limits=self.image_limits)
-                   for a in attachments]
+        # Off the event loop, one after another: decoding a large image takes seconds and
+        # hundreds of MB, and every other request of the process would wait for it.
+        checked = await asyncio.to_thread(
+            lambda: [check_image(a.data, filename=a.filename, limits=self.image_limits)
+                     for a in attachments])
         if isinstance(target, SessionKey):
             session = await self.store.find_session(target)
         else:
