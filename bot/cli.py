@@ -268,8 +268,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             since = args.since or (datetime.now(UTC).date() - timedelta(days=30)).isoformat()
             return _print_usage(await UsageLedger(app.store).report(since), since, args.json)
         if cmd == "export":
-            manifest = await svc.export(args.session, args.dir.resolve())
-            print(f"Exported session {args.session} to {manifest.parent}")
+            # absolute, not resolve: a link named as the target is the export's to refuse
+            written = await svc.export(args.session, args.dir.absolute())
+            print(f"Exported session {args.session} to {written}")
             return 0
     raise AssertionError(cmd)
 

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     link_secret: SecretStr | None = Field(default=None, alias="THREADEDIT_LINK_SECRET")
     # Capped at a year: a link that outlives that is, in practice, one that never expires.
     link_ttl_hours: float = Field(default=168.0, gt=0, le=8760, alias="THREADEDIT_LINK_TTL_HOURS")
+    # More Host names the playground answers to, besides this machine's own (against DNS rebinding).
+    # NoDecode: the validator reads the text as written, instead of pydantic-settings' JSON first.
+    allowed_hosts: IdList = Field(default=frozenset(), alias="THREADEDIT_ALLOWED_HOSTS")
 
     @field_validator("engine", "aspect_ratio", "gemini_api_key", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ our limits) or raises `ImageRejected` with a stable `code` and one plain sentenc
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
@@ -16,6 +17,11 @@ import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from bot.sniff import DESCRIPTIONS, sniff_mime
+
+__all__ = ["CheckedImage", "ImageLimits", "ImageRejected", "check_image", "reencode_to_fit",
+           "sniff_mime", "thumbnail"]
 
 _MB = 1024 * 1024
 _JPEG_QUALITY = 92  # re-encoding a user's JPEG (rotation, CMYK, downscale)
@@ -34,15 +40,6 @@ _DAMAGED_KINDS = {
 }
 _HEIF_KINDS = {"image/heic", "image/avif"}
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError)
-_DESCRIPTIONS = {  # what non-images look like, for the refusal sentence
-    "application/pdf": "a PDF", "application/postscript": "a PostScript file",
-    "application/zip": "a ZIP archive or Office document", "application/gzip": "an archive",
-    "image/svg+xml": "an SVG drawing", "text/html": "a web page (HTML)",
-    "application/xml": "an XML file", "text/plain": "a text file", "video/mp4": "a video",
-    "video/quicktime": "a video",
-}
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1",
-                b"msf1"}
 
 
 @dataclass(frozen=True)
@@ -71,43 +68,18 @@ class ImageRejected(ValueError):
         self.message = message
 
 
+# One large decode at a time in the whole process: a 40-megapixel image takes about 300 MB to
+# decode and scale, and ten of them checked side by side (one message, several uploads, several
+# threads) would take ten times that. Small images, the usual case, never wait.
+LARGE_DECODE_PIXELS = 8_000_000
+_large_decode = threading.Lock()
+
+
+def _decode_slot(im: Image.Image) -> contextlib.AbstractContextManager[object]:
+    return _large_decode if im.width * im.height >= LARGE_DECODE_PIXELS else contextlib.nullcontext()
+
+
 # --- public API ------------------------------------------------------------------------------
-def sniff_mime(data: bytes) -> str | None:
-    """The type the magic bytes say, image or not (e.g. application/pdf, text/html); else None."""
-    head = data[:32]
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "image/tiff"
-    if head.startswith(b"BM") and len(data) >= 26:
-        if struct.unpack("<I", data[14:18])[0] in (12, 40, 52, 56, 64, 108, 124):
-            return "image/bmp"
-    if head.startswith(b"\x00\x00\x01\x00") and len(data) >= 22:
-        return "image/x-icon"
-    if head[4:8] == b"ftyp":
-        brands = data[8:64]
-        if head[8:12] in (b"avif", b"avis") or (head[8:12] == b"mif1" and b"avif" in brands):
-            return "image/avif"
-        if head[8:12] in _HEIF_BRANDS:
-            return "image/heic"
-        return "video/quicktime" if head[8:10] == b"qt" else "video/mp4"
-    if head.startswith(b"%PDF"):
-        return "application/pdf"
-    if head.startswith(b"%!PS"):
-        return "application/postscript"
-    if head.startswith(b"PK\x03\x04"):
-        return "application/zip"
-    if head.startswith(b"\x1f\x8b"):
-        return "application/gzip"
-    return _sniff_text(data[:4096])
-
-
 def check_image(
     data: bytes, *, filename: str | None = None, limits: ImageLimits = ImageLimits()
 ) -> CheckedImage:
@@ -122,7 +94,7 @@ def check_image(
         )
     kind = sniff_mime(data)
     _refuse_non_images(kind, who)
-    with _open(data, who, kind, limits.max_pixels) as im:
+    with _open(data, who, kind, limits.max_pixels) as im, _decode_slot(im):
         return _normalise(data, im, who, limits)
 
 
@@ -133,7 +105,7 @@ def reencode_to_fit(data: bytes, max_bytes: int) -> CheckedImage:
     """
     who = "The image"
     limits = ImageLimits()
-    with _open(data, who, sniff_mime(data), limits.max_pixels) as im:
+    with _open(data, who, sniff_mime(data), limits.max_pixels) as im, _decode_slot(im):
         if len(data) <= max_bytes:
             mime = _KEEP_FORMATS.get(im.format or "") or Image.MIME.get(im.format or "", "")
             return CheckedImage(data, mime or "application/octet-stream", im.width, im.height)
@@ -148,14 +120,15 @@ def reencode_to_fit(data: bytes, max_bytes: int) -> CheckedImage:
 def thumbnail(data: bytes, max_side: int = 320) -> bytes:
     """A small JPEG preview (EXIF rotation applied, transparency on white)."""
     who = "The image"
-    with _open(data, who, sniff_mime(data), ImageLimits().max_pixels) as im:
+    with _open(data, who, sniff_mime(data), ImageLimits().max_pixels) as im, _decode_slot(im):
         if im.format == "JPEG":
             im.draft(None, (max_side, max_side))
         img, _animated = _decode(im, who, ImageLimits())
         small = _flatten(img)
-    if small is img:
-        small = small.copy()
-    small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        if small is img:
+            small = small.copy()
+        # reducing_gap: a box reduction by a whole factor first, then Lanczos on what is left
+        small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return _encode(small, "JPEG", quality=85)
 
 
@@ -167,10 +140,10 @@ def _refuse_non_images(kind: str | None, who: str) -> None:
         raise ImageRejected(
             "unsupported", f"{who} is {name}, which can't be read here; please send a PNG or JPEG."
         )
-    if kind is not None and kind in _DESCRIPTIONS:
+    if kind is not None and kind in DESCRIPTIONS:
         raise ImageRejected(
             "not_an_image",
-            f"{who} looks like {_DESCRIPTIONS[kind]}, not an image; please send a PNG or JPEG.",
+            f"{who} looks like {DESCRIPTIONS[kind]}, not an image; please send a PNG or JPEG.",
         )
 
 
@@ -227,6 +200,11 @@ def _normalise(data: bytes, im: ImageFile.ImageFile, who: str, limits: ImageLimi
     fmt = im.format or ""
     sixteen_bit = fmt == "PNG" and any(";16" in str(tile.args) for tile in im.tile)
     original_mode = im.mode
+    declared = im.size  # as stored, before any EXIF rotation
+    if fmt == "JPEG" and max(declared) > 2 * limits.max_side:
+        # Decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), never below the size we
+        # keep: a 12000-pixel-wide photo then never exists at full size in memory.
+        im.draft(im.mode, _fit(declared, limits.max_side))
     img, animated = _decode(im, who, limits)
     changed = (
         img is not im or animated or sixteen_bit or fmt not in _KEEP_FORMATS
@@ -237,13 +215,13 @@ def _normalise(data: bytes, im: ImageFile.ImageFile, who: str, limits: ImageLimi
         notes.append(f"Used the first frame of the animated {_ANIMATED_NAMES[fmt]}.")
     elif animated:
         notes.append(f"Used the first image of the {fmt} file.")
-    width, height = img.size
+    # The size the user sent, turned as it is shown (img may be draft-scaled already).
+    turned = img.size != im.size  # decoding changes nothing else about the size
+    width, height = declared[::-1] if turned else declared
     if max(width, height) > limits.max_side:
-        scale = limits.max_side / max(width, height)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if img.mode in ("1", "P"):
-            img = img.convert("RGBA" if _has_alpha(img) else "RGB")
-        img = img.resize(size, Image.Resampling.LANCZOS)
+        size = _fit((width, height), limits.max_side)
+        img = _scale_down(img, size)
+        im.close()  # the full-size pixels: not needed while the small copy is encoded
         notes.append(f"Scaled it down from {width}×{height} to {size[0]}×{size[1]} pixels.")
         changed = True
     if not changed and len(data) <= limits.max_output_bytes:
@@ -267,6 +245,36 @@ def _normalise(data: bytes, im: ImageFile.ImageFile, who: str, limits: ImageLimi
 
 
 # --- encoding --------------------------------------------------------------------------------
+_STRIP_ROWS = 256
+
+
+def _scale_down(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Lanczos to `size`, a band of rows at a time: what one resize gives, to within one level
+    of rounding on a band's first row.
+
+    One resize of a 40-megapixel image holds a third image between its two passes (the new
+    width at the old height, 80 MB here); a band needs only its own rows. Each band's filter
+    still reads the source rows beyond the band (Pillow clips a box's filter to the image, not
+    to the box), so there are no seams.
+    """
+    if img.mode in ("1", "P"):
+        img = img.convert("RGBA" if _has_alpha(img) else "RGB")
+    out = Image.new(img.mode, size)
+    step = img.height / size[1]
+    for top in range(0, size[1], _STRIP_ROWS):
+        bottom = min(size[1], top + _STRIP_ROWS)
+        band = img.resize((size[0], bottom - top), Image.Resampling.LANCZOS,
+                          box=(0, top * step, img.width, bottom * step))
+        out.paste(band, (0, top))
+    return out
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """`size` scaled down (aspect kept) so its longer side is max_side."""
+    scale = max_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def _output_format(fmt: str, img: Image.Image, animated: bool) -> str:
     if animated or _has_alpha(img):
         return "PNG"
@@ -360,23 +368,6 @@ def _heif_available() -> bool:
 def _open_formats() -> tuple[str, ...]:
     Image.init()
     return tuple(name for name in _WANTED_FORMATS if name in Image.OPEN)
-
-
-def _sniff_text(head: bytes) -> str | None:
-    if not head or b"\x00" in head:
-        return None
-    text = head.decode("utf-8", errors="replace")
-    if text.count("\ufffd") > len(text) // 100 + 1:
-        return None
-    lowered = text.lstrip("\ufeff \t\r\n").lower()
-    if lowered.startswith("<svg") or (lowered.startswith("<?xml") and "<svg" in lowered):
-        return "image/svg+xml"
-    if lowered.startswith(("<!doctype html", "<html", "<head", "<body")):
-        return "text/html"
-    if lowered.startswith("<?xml"):
-        return "application/xml"
-    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
-    return "text/plain" if printable >= 0.95 * len(text) else None
 
 
 def _unreadable(who: str, kind: str | None) -> ImageRejected:

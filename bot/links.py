@@ -61,7 +61,8 @@ def verify(session_id: int, exp: str | None, sig: str | None, secret: bytes, now
     """
     if not exp and not sig:
         return LinkCheck.MISSING
-    if not exp or not sig or not exp.isdigit() or len(exp) > 12 or len(sig) > 64:
+    # isascii: str.isdigit() also says yes to "²", which int() refuses.
+    if not exp or not sig or not (exp.isascii() and exp.isdigit()) or len(exp) > 12 or len(sig) > 64:
         return LinkCheck.INVALID
     expected = _signature(session_id, int(exp), secret)
     if not hmac.compare_digest(expected.encode("ascii"), sig.encode("ascii", "replace")):

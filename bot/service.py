@@ -185,8 +185,11 @@ class EditService:
         if len(attachments) > MAX_REFERENCES:
             raise OperationRefused(f"Attach at most {MAX_REFERENCES} reference images per turn.",
                                    "too_many_references")
-        checked = [check_image(a.data, filename=a.filename, limits=self.image_limits)
-                   for a in attachments]
+        # Off the event loop, one after another: decoding a large image takes seconds and
+        # hundreds of MB, and every other request of the process would wait for it.
+        checked = await asyncio.to_thread(
+            lambda: [check_image(a.data, filename=a.filename, limits=self.image_limits)
+                     for a in attachments])
         if isinstance(target, SessionKey):
             session = await self.store.find_session(target)
         else:
@@ -410,9 +413,10 @@ class EditService:
             created_at=t.created_at, finished_at=t.finished_at, text=t.text_reply,
         )
 
-    async def export(self, session_id: int, directory: Path) -> Path:
+    async def export(self, session_id: int, target: Path) -> Path:
+        """A folder, or a zip file for a name ending in .zip (bot/export.py); the path written."""
         from bot.export import write_export
 
         state = await self.store.load_state(session_id)
         audit = await self.store.audit_log(session_id)
-        return write_export(state, self.blobs, audit, directory)
+        return await asyncio.to_thread(write_export, state, self.blobs, audit, target)

@@ -178,7 +178,7 @@ async def test_an_oversized_result_is_reencoded_under_the_upload_limit(bot: Disc
     session = await bot.store.find_session(SessionKey("discord", GUILD, CHANNEL, thread))
     assert session is not None
     out = await bot.adapter.core.service.export(session.id, bot.data_dir / "export")
-    originals = [f for f in out.parent.iterdir() if f.name.startswith("v1")]
+    originals = [f for f in out.iterdir() if f.name.startswith("v1")]
     assert [f.read_bytes() == big for f in originals] == [True]
 
 

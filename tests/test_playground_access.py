@@ -3,12 +3,18 @@ sites and host names, other platforms' sessions read-only, and the link signing 
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import signal
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 
 from adapters.playground import access
@@ -18,6 +24,7 @@ from bot.domain import SessionKey
 from tests.playground_harness import JSON, Harness, running, tree
 
 PUBLIC = "https://edit.example.com"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -136,3 +143,61 @@ async def test_other_platforms_sessions_are_shown_read_only(h: Harness) -> None:
     assert tree(await h.text(f"/s/{sid}/gallery")).nodes == {1: ("", True, None)}
 
 
+
+
+async def test_host_names_own_allowed_and_public_are_answered_others_refused(data_dir: Path) -> None:
+    own = socket.gethostname()
+    async with running(data_dir, THREADEDIT_ALLOWED_HOSTS="photos.studio.test, Alias.Test") as h:
+        for host in ("localhost:8765", "127.0.0.1", "[::1]:8765", own, f"{own}:8765", "LOCALHOST.",
+                     "10.1.2.3:8765", "[fe80::1]", "photos.studio.test:8765", "alias.test"):
+            r = await h.client.get("/", headers={"Host": host})
+            assert r.status == 200, host
+        for host in ("evil.example", "evil.example:8765", "127.0.0.1.evil.example", "localhost.evil",
+                     "evil.example@localhost", "studio.test", ""):
+            r = await h.client.get("/", headers={"Host": host})
+            assert (r.status, await r.text()) == (403, access.WRONG_HOST + "\n"), host
+    async with running(data_dir, THREADEDIT_PUBLIC_URL=PUBLIC) as h:
+        # The public host passes the Host check; the page then wants a signed link.
+        r = await h.client.get("/", headers={"Host": "edit.example.com"})
+        assert await r.text() == access.NOT_PUBLIC + "\n"
+        r = await h.client.get("/", headers={"Host": "evil.example"})
+        assert await r.text() == access.WRONG_HOST + "\n"
+
+
+def _own_address() -> str:
+    """An address of this machine other than loopback when it has one (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+async def test_a_server_on_every_address_still_refuses_other_host_names(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "THREADEDIT_"))}
+    env.update(PYTHONPATH=str(ROOT), THREADEDIT_DATA_DIR=str(tmp_path / "data"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "playground", "--host", "0.0.0.0", "--port", "0", cwd=tmp_path,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        found = re.fullmatch(r"threadedit playground: http://0\.0\.0\.0:(\d+)\n", line)
+        assert found, line
+        port = found.group(1)
+        address = _own_address()
+        base = f"http://{address}:{port}"
+        async with aiohttp.ClientSession() as http:
+            for host in ("evil.example", f"evil.example:{port}", f"rebind.{address}.nip.io:{port}"):
+                async with http.get(base + "/", headers={"Host": host}) as r:
+                    assert (r.status, await r.text()) == (403, access.WRONG_HOST + "\n"), host
+                async with http.post(base + "/messages", data={"instruction": "x"},
+                                     headers={"Host": host}) as r:
+                    assert r.status == 403
+            for host in (f"{address}:{port}", f"{socket.gethostname()}:{port}", f"localhost:{port}"):
+                async with http.get(base + "/", headers={"Host": host}) as r:
+                    assert r.status == 200 and "Start an edit session" in await r.text(), host
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0

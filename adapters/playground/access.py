@@ -1,8 +1,9 @@
 """Who may reach what, and refusals as sentences.
 
-Local mode (the default): everything, but only through the playground's own address and never
-from another website's page. Public mode (THREADEDIT_PUBLIC_URL set): only a session's gallery,
-its images and its zip, each behind a valid signed link; every other address is refused.
+Either mode answers only to the machine's own names and addresses (hosts.py). Local mode (the
+default): everything, but never from another website's page. Public mode (THREADEDIT_PUBLIC_URL
+set): only a session's gallery, its images and its zip, each behind a valid signed link; every
+other address is refused.
 """
 
 from __future__ import annotations
@@ -12,28 +13,28 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from yarl import URL
 
 from bot.domain import OperationRefused, UnknownSession
 from bot.images import ImageRejected
 from bot.links import LinkCheck, verify
 
 from .core import MB, PLAYGROUND, Playground
+from .hosts import host_allowed
+from .ids import parse_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # The routes a signed gallery link opens; all take the session id as {sid}.
 GALLERY_ROUTES = frozenset({"gallery", "version_image", "version_thumb", "export"})
 OPEN_ROUTES = frozenset({"static"})  # stylesheet and script: nothing about any session
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 NOT_PUBLIC = ("This threadedit server only shows signed gallery links; open the link exactly as it "
               "was posted in your thread.")
 LINK_INVALID = ("This gallery link is not valid: it may have been changed or cut short. Open it "
                 "exactly as it was posted, or ask for a new one in the thread.")
-WRONG_HOST = ("This playground answers only on its own address (127.0.0.1 or localhost); open it "
-              "from there.")
+WRONG_HOST = ("This playground answers only to this machine's own names and addresses; open it "
+              "at one of them, or add this name to THREADEDIT_ALLOWED_HOSTS.")
 CROSS_SITE = "Requests from other websites are refused; use the playground page itself."
 
 _HEADERS = {
@@ -65,8 +66,9 @@ def _gate_public(request: web.Request, pg: Playground) -> str | None:
     if name not in GALLERY_ROUTES or request.method not in SAFE_METHODS:
         return NOT_PUBLIC
     q = request.query
-    check = verify(int(request.match_info["sid"]), q.get("exp"), q.get("sig"), pg.secret,
-                   time.time())
+    sid = parse_id(request.match_info["sid"])  # the route took ASCII digits only
+    # An id too large to exist was never signed; -1 never is either, so its link reads as invalid.
+    check = verify(-1 if sid is None else sid, q.get("exp"), q.get("sig"), pg.secret, time.time())
     if check is LinkCheck.VALID:
         return None
     if check is LinkCheck.EXPIRED:
@@ -75,13 +77,6 @@ def _gate_public(request: web.Request, pg: Playground) -> str | None:
 
 
 def _gate_local(request: web.Request, pg: Playground) -> str | None:
-    if pg.check_host:
-        try:
-            host = URL(f"http://{request.host}").host or ""
-        except ValueError:
-            host = ""
-        if host.strip("[]").lower() not in LOOPBACK_NAMES:
-            return WRONG_HOST
     if request.method not in SAFE_METHODS:
         # A form on any website can post here; the browser says where it came from.
         origin = request.headers.get("Origin")
@@ -95,7 +90,11 @@ def _gate_local(request: web.Request, pg: Playground) -> str | None:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     pg = request.app[PLAYGROUND]
-    refused = _gate_public(request, pg) if pg.public else _gate_local(request, pg)
+    refused: str | None = None
+    if not host_allowed(request.host, pg.host_names):
+        refused = WRONG_HOST
+    else:
+        refused = _gate_public(request, pg) if pg.public else _gate_local(request, pg)
     if refused is not None:
         response: web.StreamResponse = pg.refusal(request, 403, refused)
     else:

@@ -19,6 +19,7 @@ from bot.pipeline import TurnPipeline
 from bot.results import TurnResult
 from bot.service import MAX_REFERENCES
 
+from . import hosts
 from .thumbs import Thumbnails
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,15 @@ def wants_json(request: web.Request) -> bool:
 class Playground:
     """One per server: what every handler needs, reached as `request.app[PLAYGROUND]`."""
 
-    def __init__(self, app: App, *, limits: Limits = Limits(), check_host: bool = True) -> None:
+    def __init__(self, app: App, *, limits: Limits = Limits()) -> None:
         self.app = app
         self.service = app.service
         self.store = app.store
         self.blobs = app.blobs
         self.limits = limits
-        # Only when bound to loopback: answering other Host names there would let any web page
-        # reach the playground through DNS rebinding.
-        self.check_host = check_host
+        # On every address it listens on: answering other Host names would let any web page
+        # drive the playground through DNS rebinding (see hosts.py).
+        self.host_names = hosts.allowed_names(app.settings.allowed_hosts, app.settings.public_url)
         self.offline = app.engine.name == "local"
         self.pipeline = TurnPipeline(app.service, max_concurrency=app.settings.max_concurrency,
                                      listener=self, model_slots=app.model_slots)

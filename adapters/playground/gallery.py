@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +20,7 @@ from bot.domain import OperationRefused, SessionState, Turn
 
 from . import views
 from .core import IMMUTABLE, PLAYGROUND, Playground
+from .ids import parse_id, path_id, version_number
 from .thumbs import SIZES
 
 CHUNK = 1024 * 1024
@@ -31,7 +31,7 @@ def _pg(request: web.Request) -> Playground:
 
 
 def _sid(request: web.Request) -> int:
-    return int(request.match_info["sid"])
+    return path_id(request, "sid", "session")
 
 
 def _link_query(request: web.Request, pg: Playground) -> str:
@@ -44,9 +44,12 @@ def _compare_picks(request: web.Request, state: SessionState) -> tuple[list[Turn
     """The two versions asked for with ?v=2&v=5, or a sentence saying why not."""
     wanted: list[int] = []
     for raw in request.query.getall("v", []):
-        text = raw.strip().lower().removeprefix("v")
-        if text.isdigit() and int(text) not in wanted:
-            wanted.append(int(text))
+        try:
+            number = version_number(raw)
+        except ValueError as exc:
+            raise OperationRefused(str(exc), "bad_version") from None
+        if number is not None and number not in wanted:
+            wanted.append(number)
     if not wanted:
         return [], None
     if len(wanted) != 2:
@@ -63,9 +66,7 @@ async def gallery(request: web.Request) -> web.Response:
     s = state.session
     urls = views.Urls(s.id, _link_query(request, pg))
     picks, notice = _compare_picks(request, state)
-    exp = request.query.get("exp", "")
-    expires = (datetime.fromtimestamp(int(exp), UTC).isoformat() if pg.public and exp.isdigit()
-               else None)
+    expires = _expiry(request.query.get("exp", "")) if pg.public else None
     return pg.page(
         "gallery.html", state=state, session=s, urls=urls, title=views.title_of(state),
         platform=views.platform_label(s.key.platform), tree=views.version_tree(state),
@@ -75,10 +76,19 @@ async def gallery(request: web.Request) -> web.Response:
         link=dict(request.query) if pg.public else {}, count=len(state.versions))
 
 
+def _expiry(exp: str) -> str | None:
+    """When a signed link ends, as shown on the page (the guard has already checked it)."""
+    try:
+        stamp = parse_id(exp)
+        return datetime.fromtimestamp(stamp, UTC).isoformat() if stamp is not None else None
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 async def _version(request: web.Request) -> Turn:
     state = await _pg(request).store.load_state(_sid(request))
     try:
-        return state.version(int(request.match_info["n"]))
+        return state.version(path_id(request, "n", "version"))
     except OperationRefused as exc:
         raise web.HTTPNotFound(text=exc.message) from None
 
@@ -100,23 +110,14 @@ async def version_thumb(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "image/jpeg", "Cache-Control": IMMUTABLE})
 
 
-def _zip_folder(folder: Path, target: Path) -> None:
-    # Images are already compressed; deflating them again only costs time.
-    with zipfile.ZipFile(target, "w") as z:
-        for path in sorted(folder.iterdir()):
-            method = zipfile.ZIP_DEFLATED if path.suffix == ".json" else zipfile.ZIP_STORED
-            z.write(path, f"{folder.name}/{path.name}", compress_type=method)
-
-
 async def export(request: web.Request) -> web.StreamResponse:
     """Every version's original image and manifest.json (the CLI's export), as one zip."""
     pg = _pg(request)
     session = await pg.store.get_session(_sid(request))
     name = f"threadedit-session-{session.id}"
     with tempfile.TemporaryDirectory(prefix="threadedit-export-") as tmp:
-        folder, target = Path(tmp) / name, Path(tmp) / f"{name}.zip"
-        await pg.service.export(session.id, folder)
-        await asyncio.to_thread(_zip_folder, folder, target)
+        target = Path(tmp) / f"{name}.zip"
+        await pg.service.export(session.id, target)  # written in a thread
         response = web.StreamResponse(headers={
             "Content-Type": "application/zip", "Cache-Control": "no-store",
             "Content-Disposition": f'attachment; filename="{name}.zip"'})
@@ -134,8 +135,8 @@ async def export(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     sizes = "|".join(SIZES)
-    app.router.add_get(r"/s/{sid:\d+}/gallery", gallery, name="gallery")
-    app.router.add_get(r"/s/{sid:\d+}/v/{n:\d+}/image", version_image, name="version_image")
-    app.router.add_get(rf"/s/{{sid:\d+}}/v/{{n:\d+}}/thumb/{{size:{sizes}}}", version_thumb,
+    app.router.add_get(r"/s/{sid:[0-9]+}/gallery", gallery, name="gallery")
+    app.router.add_get(r"/s/{sid:[0-9]+}/v/{n:[0-9]+}/image", version_image, name="version_image")
+    app.router.add_get(rf"/s/{{sid:[0-9]+}}/v/{{n:[0-9]+}}/thumb/{{size:{sizes}}}", version_thumb,
                        name="version_thumb")
-    app.router.add_get(r"/s/{sid:\d+}/export.zip", export, name="export")
+    app.router.add_get(r"/s/{sid:[0-9]+}/export.zip", export, name="export")

@@ -50,7 +50,7 @@ def _url(host: str, port: int) -> str:
 
 async def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
     async with open_app(settings) as app:
-        pg = Playground(app, check_host=is_loopback(host))
+        pg = Playground(app)
         runner = web.AppRunner(build_web_app(pg), access_log=None)
         await runner.setup()
         try:

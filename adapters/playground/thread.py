@@ -22,6 +22,7 @@ from bot.storage.blobs import blob_keys
 
 from . import views
 from .core import IMMUTABLE, PLATFORM, PLAYGROUND, Playground, wants_json
+from .ids import parse_id, path_id, version_number
 
 
 def _pg(request: web.Request) -> Playground:
@@ -29,7 +30,7 @@ def _pg(request: web.Request) -> Playground:
 
 
 def _sid(request: web.Request) -> int:
-    return int(request.match_info["sid"])
+    return path_id(request, "sid", "session")
 
 
 async def _summaries(pg: Playground) -> list[views.SessionSummary]:
@@ -89,8 +90,12 @@ async def session_fragment(request: web.Request) -> web.Response:
 async def sessions_fragment(request: web.Request) -> web.Response:
     pg = _pg(request)
     current = request.query.get("current", "")
-    html = pg.render("_sessions.html", sessions=await _summaries(pg),
-                     current=int(current) if current.isdigit() else None)
+    try:  # the open session, marked in the list; an id too large to exist marks none
+        marked = parse_id(current) if current else None
+    except ValueError:
+        raise OperationRefused("The current session must be a number such as 12.",
+                               "bad_id") from None
+    html = pg.render("_sessions.html", sessions=await _summaries(pg), current=marked)
     return web.Response(text=html, content_type="text/html", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 
@@ -111,11 +116,11 @@ async def reference_image(request: web.Request) -> web.StreamResponse:
     """A small preview of an image someone attached to a turn."""
     pg = _pg(request)
     try:
-        turn = await pg.store.get_turn(int(request.match_info["tid"]))
+        turn = await pg.store.get_turn(path_id(request, "tid", "turn"))
     except KeyError:
         raise web.HTTPNotFound() from None
     keys = blob_keys(turn.user_content) if turn.session_id == _sid(request) else []
-    index = int(request.match_info["index"])
+    index = path_id(request, "index", "image")
     if index >= len(keys):
         raise web.HTTPNotFound()
     path = await pg.thumbs.get(keys[index], "sm")
@@ -169,8 +174,10 @@ async def control(request: web.Request) -> web.Response:
         what = Control(str(form.get("control", "")))
     except ValueError:
         raise OperationRefused("That is not a control this page knows.", "bad_control") from None
-    raw = str(form.get("version", "")).strip().lower().removeprefix("v")
-    version = int(raw) if raw.isdigit() else None
+    try:
+        version = version_number(str(form.get("version", "")))
+    except ValueError as exc:
+        raise OperationRefused(str(exc), "bad_version") from None
     if version is None and what is not Control.RETRY:
         raise OperationRefused("Pick the version this applies to.", "nothing")
     svc, notice = pg.service, None
@@ -244,12 +251,12 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/", home, name="home")
     app.router.add_get("/sessions/fragment", sessions_fragment, name="sessions_fragment")
     app.router.add_post("/messages", new_session, name="new_session")
-    app.router.add_get(r"/s/{sid:\d+}", session_page, name="session")
-    app.router.add_get(r"/s/{sid:\d+}/fragment", session_fragment, name="session_fragment")
-    app.router.add_get(r"/s/{sid:\d+}/state", session_state, name="session_state")
-    app.router.add_post(r"/s/{sid:\d+}/messages", add_message, name="add_message")
-    app.router.add_post(r"/s/{sid:\d+}/control", control, name="control")
-    app.router.add_post(r"/s/{sid:\d+}/settings", change_settings, name="settings")
-    app.router.add_get(r"/s/{sid:\d+}/turns/{tid:\d+}/refs/{index:\d+}", reference_image,
+    app.router.add_get(r"/s/{sid:[0-9]+}", session_page, name="session")
+    app.router.add_get(r"/s/{sid:[0-9]+}/fragment", session_fragment, name="session_fragment")
+    app.router.add_get(r"/s/{sid:[0-9]+}/state", session_state, name="session_state")
+    app.router.add_post(r"/s/{sid:[0-9]+}/messages", add_message, name="add_message")
+    app.router.add_post(r"/s/{sid:[0-9]+}/control", control, name="control")
+    app.router.add_post(r"/s/{sid:[0-9]+}/settings", change_settings, name="settings")
+    app.router.add_get(r"/s/{sid:[0-9]+}/turns/{tid:[0-9]+}/refs/{index:[0-9]+}", reference_image,
                        name="reference")
 

@@ -248,9 +248,17 @@ def stamp(state: SessionState, audit_len: int) -> str:
 
 
 def version_tree(state: SessionState) -> list[list[Node]]:
-    """The versions as chains: a node's continuation stays on its line (the one leading to the
-    head when there is one) and every other child opens a branch nested under it. A long linear
-    session therefore reads top to bottom instead of drifting right one step per version."""
+    """The versions as chains: a node's continuation stays on its line and every other child
+    opens a branch nested under it. A long linear session therefore reads top to bottom instead
+    of drifting right one step per version.
+
+    The continuation is the child leading to the head when there is one, else the child with
+    the most versions under it (the first such on a tie). Every branch then holds fewer than half
+    the versions of the line it leaves, so branches nest at most log2(versions) deep: the page
+    stays readable and the template's recursive macro stays far from Python's recursion limit
+    whatever the history (250 edit-then-retry rounds nested 250 deep before). Built with explicit
+    stacks, not recursion, for the same reason.
+    """
     versions = state.versions
     views = {t.id: version_view(state, t) for t in versions}
     on_head_path = {t.id for t in path_to(state.by_id, state.session.head_turn_id)}
@@ -259,16 +267,38 @@ def version_tree(state: SessionState) -> list[list[Node]]:
         parent = t.parent_turn_id if t.parent_turn_id in views else None
         children.setdefault(parent, []).append(t)
 
-    def chain(start: Turn) -> list[Node]:
-        nodes: list[Node] = []
-        current: Turn | None = start
-        while current is not None:
-            node = Node(views[current.id])
-            nodes.append(node)
-            kids = children.get(current.id, [])
-            main = next((k for k in kids if k.id in on_head_path), kids[0] if kids else None)
-            node.branches = [chain(k) for k in kids if k is not main]
-            current = main
-        return nodes
+    # Versions under each version (itself included): parents first in `order`, so its reverse
+    # meets every child before its parent.
+    order: list[Turn] = []
+    stack = list(children.get(None, []))
+    while stack:
+        turn = stack.pop()
+        order.append(turn)
+        stack.extend(children.get(turn.id, []))
+    size: dict[int, int] = {}
+    for turn in reversed(order):
+        size[turn.id] = 1 + sum(size[k.id] for k in children.get(turn.id, []))
 
-    return [chain(root) for root in children.get(None, [])]
+    def continuation(kids: list[Turn]) -> Turn | None:
+        on_path = next((k for k in kids if k.id in on_head_path), None)
+        return on_path or max(kids, key=lambda k: size[k.id], default=None)
+
+    roots: list[list[Node]] = []
+    work: list[tuple[Turn, list[Node]]] = []
+    for root in children.get(None, []):
+        roots.append([])
+        work.append((root, roots[-1]))
+    while work:
+        current, nodes = work.pop()
+        line: Turn | None = current
+        while line is not None:
+            node = Node(views[line.id])
+            nodes.append(node)
+            kids = children.get(line.id, [])
+            main = continuation(kids)
+            for kid in kids:
+                if kid is not main:
+                    node.branches.append([])
+                    work.append((kid, node.branches[-1]))
+            line = main
+    return roots
