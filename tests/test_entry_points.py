@@ -149,3 +149,35 @@ async def test_a_bad_value_from_the_environment_stops_the_playground_with_one_se
     code, out, err = await run_to_end(tmp_path, env, "playground", "--port", "0")
     assert code == 2 and out == ""
     _one_sentence(err, "THREADEDIT_MAX_CONCURRENCY must be a whole number (got 'lots').")
+
+
+# A stop while Python is still importing the program: made to land there for certain by sending the
+# signal from inside the import of bot.cli itself.
+_STOP_DURING_IMPORT = """
+import builtins, os, signal, sys
+real_import = builtins.__import__
+def importing(name, *args, **kwargs):
+    if name == "bot.cli":
+        builtins.__import__ = real_import
+        os.kill(os.getpid(), signal.{sig})
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = importing
+sys.argv = ["threadedit", "run"]
+from bot.entry import main
+raise SystemExit(main())
+"""
+
+
+@pytest.mark.parametrize(("sig", "status"), [("SIGINT", 130), ("SIGTERM", 0)])
+async def test_a_stop_while_the_program_loads_ends_quietly(tmp_path: Path, sig: str, status: int) -> None:
+    import asyncio
+    import os
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _STOP_DURING_IMPORT.format(sig=sig), cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == status, err.decode()
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err.decode()
