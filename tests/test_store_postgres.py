@@ -17,6 +17,7 @@ from bot.storage.engine import (
 )
 from bot.storage.migrate import BASELINE, upgrade
 from bot.storage.schema import sessions, turns, usage
+from tests import postgres
 from tests.processes import free_port
 from tests.test_store_schema import FIXTURE, schema_differences
 
@@ -99,3 +100,14 @@ def test_a_driver_message_is_never_repeated() -> None:
     said = describe_connection_error(url, RuntimeError("weird failure for u:hunter2@db.internal"))
     assert said == ("Cannot open the store: PostgreSQL at db.internal:5432: the connection failed"
                     " (RuntimeError).")
+
+
+def test_without_the_server_binaries_the_tests_skip_except_under_ci(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "find_bin_dir", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install postgresql"):
+        postgres.require_postgres()
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install postgresql"):
+        postgres.require_postgres()
