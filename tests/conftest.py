@@ -13,6 +13,7 @@ from bot.storage.blobs import BlobStore
 from bot.storage.repository import SessionStore
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.slack_server import FakeSlack
+from tests.postgres import pg_cluster, pg_url  # noqa: F401  (a throwaway PostgreSQL: tests/postgres.py)
 
 API_KEY = "test-key-5a2b7c"
 
