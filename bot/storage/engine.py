@@ -13,7 +13,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bot.storage.db import create_private_file, make_private_dir
+# StoreUnavailable: one error for a store that cannot be reached or opened, whichever engine;
+# its message is one sentence naming where (never a password) and what to do.
+from bot.storage.db import StoreUnavailable, create_private_file, make_private_dir
 
 # Several processes (CLI calls, the bot, the playground) may share one SQLite file: wait this
 # long for another's write lock instead of failing at once, as bot/storage/db.py does.
@@ -21,11 +23,6 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # An unreachable PostgreSQL host (a dropped packet, not a refusal) fails after this long.
 PG_CONNECT_TIMEOUT_SECONDS = 10
 POSTGRES_DEFAULT_PORT = 5432
-
-
-class StoreUnavailable(Exception):
-    """The database could not be reached or opened; the message is one sentence naming where,
-    never the password."""
 
 
 class MigrationError(Exception):
