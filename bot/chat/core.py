@@ -218,15 +218,18 @@ class ChatCore:
     # TurnListener: progress and results
 
     async def turn_started(self, turn: Turn) -> None:
+        # The pipeline runs this beside the model call, not inside its slot: waiting here for
+        # the platform to take the progress post delays only this thread's progress line.
+        started = time.monotonic()
+        # Read before the model call can have made the version (it runs meanwhile).
+        version = await self.store.next_version(turn.session_id)
+        session = await self.store.get_session(turn.session_id)
         posted = self._progress_posted.pop(turn.id, None)
         if posted is not None:
             await posted.wait()
         message_id = await self.store.post_for_turn(turn.id, "progress")
         if message_id is None:
             return
-        version = await self.store.next_version(turn.session_id)
-        started = time.monotonic()
-        session = await self.store.get_session(turn.session_id)
 
         async def tick() -> None:
             while True:
