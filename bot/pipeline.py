@@ -58,6 +58,7 @@ class TurnPipeline:
         self._queues: dict[int, deque[Turn]] = defaultdict(deque)
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._done: dict[int, asyncio.Future[TurnResult]] = {}
+        self._waiting_for_slot = 0
 
     def submit(self, turn: Turn) -> asyncio.Future[TurnResult]:
         """Schedule a queued turn; returns a future for its result (adapters need not await)."""
@@ -76,6 +77,10 @@ class TurnPipeline:
     def slots_busy(self) -> bool:
         """True when every model slot is taken: a new turn would wait for one."""
         return self._model_calls.locked()
+
+    def waiting_for_slot(self) -> int:
+        """How many of this pipeline's sessions have a turn ready that waits for a model slot."""
+        return self._waiting_for_slot
 
     def position(self, turn_id: int) -> int | None:
         """1 for the next to run in its session; None when it is running or unknown."""
@@ -111,7 +116,12 @@ class TurnPipeline:
                 self._queues.pop(session_id, None)
 
     async def _run(self, turn: Turn) -> TurnResult:
-        async with self._model_calls:
+        self._waiting_for_slot += 1
+        try:
+            await self._model_calls.acquire()
+        finally:
+            self._waiting_for_slot -= 1
+        try:
             # The slot is held for the model call only. The listener hears that the turn has its
             # slot (its progress line turns from "waiting" to "working"), but its talk with the
             # platform, which can wait out a rate limit, runs beside the call: a slow post in one
@@ -122,6 +132,8 @@ class TurnPipeline:
             except BaseException:
                 started.cancel()
                 raise
+        finally:
+            self._model_calls.release()
         # The outcome replaces what the start showed, so the listener hears it only after that.
         await started
         return result

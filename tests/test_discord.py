@@ -183,15 +183,15 @@ async def test_an_oversized_result_is_reencoded_under_the_upload_limit(bot: Disc
 
 
 async def test_messages_outside_sessions_and_the_bots_own_are_ignored(bot: DiscordHarness):
-    await bot.fake.user_message(CHANNEL, ALICE, "just chatting")
-    await bot.fake.user_message(CHANNEL, BOB, f"hey <@{ALICE}>, look at this")
-    await bot.settle()
+    chat = await bot.fake.user_message(CHANNEL, ALICE, "just chatting")
+    aside = await bot.fake.user_message(CHANNEL, BOB, f"hey <@{ALICE}>, look at this")
+    await bot.settle(chat, aside)
     assert bot.gemini.requests == [] and not any(bot.posts(t) for t in bot.fake.messages)
     assert not bot.fake.calls_to("POST", r"/channels/\d+/messages/\d+/threads")
     thread = (await bot.mention("a kite"))["id"]
     await bot.wait_versions(thread, 1)
-    await bot.fake.user_message(thread, bot.fake.bot_id, "make it blue")  # as if the bot wrote it
-    await bot.settle()
+    own = await bot.fake.user_message(thread, bot.fake.bot_id, "make it blue")  # as if the bot wrote it
+    await bot.settle(own)
     assert len(bot.gemini.requests) == 1
 
 
@@ -201,7 +201,7 @@ async def test_a_channel_without_thread_permission_gets_a_plain_explanation(bot:
                                       if m["author"]["id"] == bot.fake.bot_id])
     assert "can't open a thread" in reply[0]["content"]
     assert reply[0]["message_reference"]["message_id"] == msg["id"]
-    await bot.settle()
+    await bot.settle(msg)
     assert bot.gemini.requests == []
 
 
@@ -226,8 +226,8 @@ async def test_without_the_message_content_intent_only_mentions_are_turns(
     assert "replies must mention the bot" in h.started_as
     thread = (await h.mention("a boat"))["id"]
     await h.wait_versions(thread, 1)
-    await fake.user_message(thread, ALICE, "make it red")  # arrives blank: not a turn
-    await h.settle()
+    blank = await fake.user_message(thread, ALICE, "make it red")  # arrives blank: not a turn
+    await h.settle(blank)
     assert len(gemini.requests) == 1
     await fake.user_message(thread, ALICE, "make it red", mention_bot=True)
     await h.wait_versions(thread, 2)
@@ -238,14 +238,14 @@ async def test_without_the_message_content_intent_only_mentions_are_turns(
 async def test_channels_outside_the_allowed_list_are_refused(
         fake: FakeDiscord, gemini: FakeGemini, data_dir: Path):
     h = await DiscordHarness(fake, gemini, data_dir, allowed="2999").start()
-    await h.mention("a poster")
+    mention = await h.mention("a poster")
     reply = await eventually(lambda: [m for m in fake.messages.get(CHANNEL, [])
                                       if m["author"]["id"] == fake.bot_id])
     assert "not enabled in this channel" in reply[0]["content"]
     interaction = await fake.slash_command(CHANNEL, BOB, "edit", {"prompt": "a logo"})
     [answer] = await eventually(lambda: fake.responses_to(interaction))
     assert answer["data"]["flags"] & 64 and "not enabled" in answer["data"]["content"]
-    await h.settle()
+    await h.settle(mention, interaction)
     assert gemini.requests == [] and not fake.threads
     await h.stop()
 

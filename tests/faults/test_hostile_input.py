@@ -313,9 +313,9 @@ async def test_discord_never_pings_everyone_or_roles_and_refuses_html_named_png(
         await fake.user_message(thread, ALICE, "use this",
                                 attachments=[("cat.png", HTML, "image/png")])
         await h.wait_text(thread, "looks like a web page (HTML), not an image")
-        await fake.user_message(thread, ALICE, "add a ship")
+        ship = await fake.user_message(thread, ALICE, "add a ship")
         await h.wait_versions(thread, 3)
-        await h.settle()
+        await h.settle(ship)
         sent = [c for c in fake.calls if c.method in ("POST", "PATCH")
                 and re.fullmatch(rf"/channels/{thread}/messages(/\d+)?", c.path)]
         assert len(sent) >= 6  # progress lines, their edits, three versions, the refusal
