@@ -101,6 +101,33 @@ async def test_buttons_undo_retry_4k_and_approve(bot: DiscordHarness):
     assert bot.gemini.requests[-1].body["generationConfig"]["imageConfig"]["imageSize"] == "4K"
 
 
+def labels(message: dict) -> list[str]:
+    return [c["label"] for row in message["components"] for c in row["components"]]
+
+
+async def test_a_version_already_at_4k_offers_no_4k_and_refuses_a_stale_button(bot: DiscordHarness):
+    thread = (await bot.mention("a lighthouse"))["id"]
+    [v1] = await bot.wait_versions(thread, 1)
+    await bot.fake.click_button(v1, custom_id(v1, "4K"), BOB)
+    [_, v2] = await bot.wait_versions(thread, 2)
+    assert labels(v2) == ["Undo", "Retry", "Approve"]
+    # A 4K button naming v2 (one posted before this rule, or a copied value) pays for nothing.
+    requests = len(bot.gemini.requests)
+    stale = v1 | {"id": str(int(v1["id"]) + 7777), "components": [
+        {"type": 1, "components": [{"type": 2, "style": 2, "label": "4K", "custom_id": "te:4k:1:2"}]}]}
+    click = await bot.fake.click_button(stale, "te:4k:1:2", BOB)
+    await bot.settle(click)
+    [said] = [r["message"] for r in bot.fake.responses_to(click) if r["kind"] == "followup"]
+    assert said["flags"] & 64 and said["content"] == "v2 is already 4K; there is nothing larger to render."
+    assert len(bot.gemini.requests) == requests and len(bot.versions(thread)) == 2
+    # A session whose size is 4K makes 4K versions from the start: no 4K button either.
+    await bot.fake.user_message(thread, ALICE, "size 4K")
+    await bot.wait_text(thread, "Settings: Nano Banana 2 · auto aspect · 4K")
+    await bot.fake.user_message(thread, ALICE, "at night")
+    [*_, v3] = await bot.wait_versions(thread, 3)
+    assert labels(v3) == ["Undo", "Retry", "Approve"]
+
+
 async def test_reactions_revert_retry_approve_and_withdraw(bot: DiscordHarness):
     thread = (await bot.mention("a lighthouse"))["id"]
     await bot.wait_versions(thread, 1)
