@@ -99,6 +99,7 @@ class HeldBackend:
 
     def __init__(self, held_threads: set[str]) -> None:
         self.held_threads, self.release = held_threads, asyncio.Event()
+        self.held: list[str] = []  # posts waiting for the platform
         self.texts: list[tuple[str, str]] = []
         self.versions: dict[str, list[int]] = {}
         self.version_posted = asyncio.Condition()
@@ -118,6 +119,7 @@ class HeldBackend:
 
     async def post_text(self, key: SessionKey, text: str) -> str:
         if key.thread in self.held_threads:
+            self.held.append(text)
             await self.release.wait()
         self.ids += 1
         self.texts.append((key.thread, text))
@@ -150,9 +152,9 @@ async def test_a_held_progress_post_does_not_hold_the_model_slot(service: EditSe
         return IncomingMessage(key=SessionKey("slack", "T1", "C1", f"thread-{n}"),
                                message_id=f"m-{n}", author="ana", text=text, mentioned=True)
 
-    # A's progress post waits for the platform; A's turn is queued before it and takes the slot.
+    # A's progress post waits for the platform; A's turn was queued before it and has the slot.
     a = asyncio.create_task(core.on_message(message("a", "a harbour")))
-    await eventually(lambda: core.pipeline._workers)
+    await eventually(lambda: backend.held)
     await core.on_message(message("b", "a windmill"))
     try:
         # With one slot, B can finish only if A's wait for Slack is not holding it.
@@ -195,8 +197,9 @@ async def test_a_crash_nobody_awaits_is_not_reported_as_never_retrieved(service:
         pipeline = TurnPipeline(service, listener=Failing())
         pipeline.submit(await service.submit_edit(key(1), "ana", "a harbour"))  # not awaited
         await pipeline.join()
-        gc.collect()  # the failed future is unreachable now: collecting it is when asyncio reports
-        await asyncio.sleep(0)
+        # The failed future is unreachable now; collecting it is when asyncio reports (at once,
+        # from the future's finalizer, to the loop's exception handler).
+        gc.collect()
     finally:
         pipeline_log.propagate = True
         pipeline_log.removeHandler(lines)
