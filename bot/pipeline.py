@@ -34,6 +34,14 @@ class _Silent:
         return None
 
 
+def _mark_retrieved(fut: asyncio.Future[TurnResult]) -> None:
+    # Most callers never await a turn's future (the listener hears the outcome); a failure set on
+    # one nobody reads would be logged as "Future exception was never retrieved" when it is
+    # collected. Reading it here marks it read; a caller that awaits still gets the exception.
+    if not fut.cancelled():
+        fut.exception()
+
+
 class TurnPipeline:
     def __init__(
         self,
@@ -50,6 +58,7 @@ class TurnPipeline:
         self._queues: dict[int, deque[Turn]] = defaultdict(deque)
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._done: dict[int, asyncio.Future[TurnResult]] = {}
+        self._waiting_for_slot = 0
 
     def submit(self, turn: Turn) -> asyncio.Future[TurnResult]:
         """Schedule a queued turn; returns a future for its result (adapters need not await)."""
@@ -57,6 +66,7 @@ class TurnPipeline:
         if fut is not None:  # submitted twice (a resumed turn, a duplicate event): run once
             return fut
         fut = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_mark_retrieved)
         self._done[turn.id] = fut
         self._queues[turn.session_id].append(turn)
         if turn.session_id not in self._workers:
@@ -67,6 +77,10 @@ class TurnPipeline:
     def slots_busy(self) -> bool:
         """True when every model slot is taken: a new turn would wait for one."""
         return self._model_calls.locked()
+
+    def waiting_for_slot(self) -> int:
+        """How many of this pipeline's sessions have a turn ready that waits for a model slot."""
+        return self._waiting_for_slot
 
     def position(self, turn_id: int) -> int | None:
         """1 for the next to run in its session; None when it is running or unknown."""
@@ -83,9 +97,7 @@ class TurnPipeline:
                 turn = queue.popleft()
                 fut = self._done[turn.id]
                 try:
-                    async with self._model_calls:
-                        await self.listener.turn_started(turn)
-                        result = await self.service.run_turn(turn.id)
+                    result = await self._run(turn)
                     await self.listener.turn_finished(result)
                 except Exception as exc:  # the service records failures; this is a last guard
                     log.exception("turn %s crashed in the pipeline", turn.id)
@@ -102,6 +114,35 @@ class TurnPipeline:
             self._workers.pop(session_id, None)
             if not queue:
                 self._queues.pop(session_id, None)
+
+    async def _run(self, turn: Turn) -> TurnResult:
+        self._waiting_for_slot += 1
+        try:
+            await self._model_calls.acquire()
+        finally:
+            self._waiting_for_slot -= 1
+        try:
+            # The slot is held for the model call only. The listener hears that the turn has its
+            # slot (its progress line turns from "waiting" to "working"), but its talk with the
+            # platform, which can wait out a rate limit, runs beside the call: a slow post in one
+            # thread must not stall the model calls of every other session.
+            started = asyncio.create_task(self._tell_started(turn), name=f"turn-{turn.id}-started")
+            try:
+                result = await self.service.run_turn(turn.id)
+            except BaseException:
+                started.cancel()
+                raise
+        finally:
+            self._model_calls.release()
+        # The outcome replaces what the start showed, so the listener hears it only after that.
+        await started
+        return result
+
+    async def _tell_started(self, turn: Turn) -> None:
+        try:
+            await self.listener.turn_started(turn)
+        except Exception:  # progress is best effort: the turn itself goes on
+            log.exception("the listener failed at the start of turn %s", turn.id)
 
     async def resume_unfinished(self, max_age_seconds: float,
                                 platform: str | None = None) -> list[int]:
@@ -131,3 +172,8 @@ class TurnPipeline:
         for task in list(self._workers.values()):
             task.cancel()
         await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+        # Turns cut off by the stop stay queued or running in the database and resume at the
+        # next start; a caller awaiting one hears that it was cancelled rather than waiting on.
+        for fut in self._done.values():
+            fut.cancel()
+        self._done.clear()

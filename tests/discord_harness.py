@@ -4,6 +4,7 @@ fake Discord (REST and gateway on 127.0.0.1), the real core, the fake Gemini API
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ class DiscordHarness:
         self.approver_role, self.allowed, self.message_content = approver_role, allowed, message_content
         self.settings_role = settings_role
         self.public_url = ""
+        self.handled: Counter[str] = Counter()  # deliveries the adapter handled to their end
 
     async def start(self) -> DiscordHarness:
         self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
@@ -48,6 +50,7 @@ class DiscordHarness:
                             DISCORD_SETTINGS_ROLE=self.settings_role,
                             DISCORD_MESSAGE_CONTENT=self.message_content),
             self.app, progress_interval=0.05)
+        self.adapter.core.delivery_observers.append(lambda delivery: self.handled.update((delivery,)))
         self.started_as = await self.adapter.start()
         return self
 
@@ -57,10 +60,16 @@ class DiscordHarness:
         await self.app.engine.aclose()
         await self.store.close()
 
-    async def settle(self) -> None:
-        await asyncio.sleep(0.1)
+    async def settle(self, *events: dict) -> None:
+        """Wait until the given gateway events (what the fake's user_message, add_reaction,
+        remove_reaction, click_button and slash_command returned; one dispatched twice, given
+        twice) were handled to their end by the adapter, and no turn is queued or running.
+        Discord acknowledges nothing the test could see, so the events must be named."""
+        if not events:
+            raise TypeError("settle() needs the events to wait for")
+        wanted = Counter(delivery_of(e) for e in events)
+        await eventually(lambda: all(self.handled[d] >= n for d, n in wanted.items()))
         await self.adapter.core.pipeline.join()
-        await asyncio.sleep(0.1)
 
     async def mention(self, text: str, *, author: str = ALICE, channel: str = CHANNEL,
                       **kw: Any) -> dict:
@@ -82,6 +91,17 @@ class DiscordHarness:
 
     async def wait_text(self, thread: str, needle: str) -> str:
         return await eventually(lambda: next((t for t in self.texts(thread) if needle in t), None))
+
+
+def delivery_of(event: dict) -> str:
+    """The id the Discord listeners report a gateway event by, once handled."""
+    if "token" in event and "application_id" in event:  # an interaction
+        return f"interaction:{event['id']}"
+    if "emoji" in event:  # a reaction added or removed (unicode emoji: its name is the text)
+        emoji = event["emoji"]
+        text = emoji["name"] if emoji.get("id") is None else f"<:{emoji['name']}:{emoji['id']}>"
+        return f"reaction:{event['message_id']}:{event['user_id']}:{text}"
+    return f"message:{event['id']}"
 
 
 def custom_id(message: dict, label: str) -> str:

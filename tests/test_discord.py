@@ -101,6 +101,33 @@ async def test_buttons_undo_retry_4k_and_approve(bot: DiscordHarness):
     assert bot.gemini.requests[-1].body["generationConfig"]["imageConfig"]["imageSize"] == "4K"
 
 
+def labels(message: dict) -> list[str]:
+    return [c["label"] for row in message["components"] for c in row["components"]]
+
+
+async def test_a_version_already_at_4k_offers_no_4k_and_refuses_a_stale_button(bot: DiscordHarness):
+    thread = (await bot.mention("a lighthouse"))["id"]
+    [v1] = await bot.wait_versions(thread, 1)
+    await bot.fake.click_button(v1, custom_id(v1, "4K"), BOB)
+    [_, v2] = await bot.wait_versions(thread, 2)
+    assert labels(v2) == ["Undo", "Retry", "Approve"]
+    # A 4K button naming v2 (one posted before this rule, or a copied value) pays for nothing.
+    requests = len(bot.gemini.requests)
+    stale = v1 | {"id": str(int(v1["id"]) + 7777), "components": [
+        {"type": 1, "components": [{"type": 2, "style": 2, "label": "4K", "custom_id": "te:4k:1:2"}]}]}
+    click = await bot.fake.click_button(stale, "te:4k:1:2", BOB)
+    await bot.settle(click)
+    [said] = [r["message"] for r in bot.fake.responses_to(click) if r["kind"] == "followup"]
+    assert said["flags"] & 64 and said["content"] == "v2 is already 4K; there is nothing larger to render."
+    assert len(bot.gemini.requests) == requests and len(bot.versions(thread)) == 2
+    # A session whose size is 4K makes 4K versions from the start: no 4K button either.
+    await bot.fake.user_message(thread, ALICE, "size 4K")
+    await bot.wait_text(thread, "Settings: Nano Banana 2 · auto aspect · 4K")
+    await bot.fake.user_message(thread, ALICE, "at night")
+    [*_, v3] = await bot.wait_versions(thread, 3)
+    assert labels(v3) == ["Undo", "Retry", "Approve"]
+
+
 async def test_reactions_revert_retry_approve_and_withdraw(bot: DiscordHarness):
     thread = (await bot.mention("a lighthouse"))["id"]
     await bot.wait_versions(thread, 1)
@@ -183,15 +210,15 @@ async def test_an_oversized_result_is_reencoded_under_the_upload_limit(bot: Disc
 
 
 async def test_messages_outside_sessions_and_the_bots_own_are_ignored(bot: DiscordHarness):
-    await bot.fake.user_message(CHANNEL, ALICE, "just chatting")
-    await bot.fake.user_message(CHANNEL, BOB, f"hey <@{ALICE}>, look at this")
-    await bot.settle()
+    chat = await bot.fake.user_message(CHANNEL, ALICE, "just chatting")
+    aside = await bot.fake.user_message(CHANNEL, BOB, f"hey <@{ALICE}>, look at this")
+    await bot.settle(chat, aside)
     assert bot.gemini.requests == [] and not any(bot.posts(t) for t in bot.fake.messages)
     assert not bot.fake.calls_to("POST", r"/channels/\d+/messages/\d+/threads")
     thread = (await bot.mention("a kite"))["id"]
     await bot.wait_versions(thread, 1)
-    await bot.fake.user_message(thread, bot.fake.bot_id, "make it blue")  # as if the bot wrote it
-    await bot.settle()
+    own = await bot.fake.user_message(thread, bot.fake.bot_id, "make it blue")  # as if the bot wrote it
+    await bot.settle(own)
     assert len(bot.gemini.requests) == 1
 
 
@@ -201,7 +228,7 @@ async def test_a_channel_without_thread_permission_gets_a_plain_explanation(bot:
                                       if m["author"]["id"] == bot.fake.bot_id])
     assert "can't open a thread" in reply[0]["content"]
     assert reply[0]["message_reference"]["message_id"] == msg["id"]
-    await bot.settle()
+    await bot.settle(msg)
     assert bot.gemini.requests == []
 
 
@@ -226,8 +253,8 @@ async def test_without_the_message_content_intent_only_mentions_are_turns(
     assert "replies must mention the bot" in h.started_as
     thread = (await h.mention("a boat"))["id"]
     await h.wait_versions(thread, 1)
-    await fake.user_message(thread, ALICE, "make it red")  # arrives blank: not a turn
-    await h.settle()
+    blank = await fake.user_message(thread, ALICE, "make it red")  # arrives blank: not a turn
+    await h.settle(blank)
     assert len(gemini.requests) == 1
     await fake.user_message(thread, ALICE, "make it red", mention_bot=True)
     await h.wait_versions(thread, 2)
@@ -238,14 +265,14 @@ async def test_without_the_message_content_intent_only_mentions_are_turns(
 async def test_channels_outside_the_allowed_list_are_refused(
         fake: FakeDiscord, gemini: FakeGemini, data_dir: Path):
     h = await DiscordHarness(fake, gemini, data_dir, allowed="2999").start()
-    await h.mention("a poster")
+    mention = await h.mention("a poster")
     reply = await eventually(lambda: [m for m in fake.messages.get(CHANNEL, [])
                                       if m["author"]["id"] == fake.bot_id])
     assert "not enabled in this channel" in reply[0]["content"]
     interaction = await fake.slash_command(CHANNEL, BOB, "edit", {"prompt": "a logo"})
     [answer] = await eventually(lambda: fake.responses_to(interaction))
     assert answer["data"]["flags"] & 64 and "not enabled" in answer["data"]["content"]
-    await h.settle()
+    await h.settle(mention, interaction)
     assert gemini.requests == [] and not fake.threads
     await h.stop()
 

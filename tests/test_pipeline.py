@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 
+import pytest
+
+from bot.chat.backend import IncomingMessage
+from bot.chat.core import ChatCore
 from bot.domain import SessionKey, TurnState
 from bot.pipeline import TurnPipeline
 from bot.service import EditService
 from tests.fakes.gemini_server import Behaviour
+from tests.slack_harness import eventually
 
 
 def key(n: int) -> SessionKey:
@@ -82,3 +89,134 @@ async def test_unfinished_turns_are_resumed_and_stale_ones_reported(service: Edi
     assert "restart" in by_turn[stale.id].message
     assert (await service.store.get_turn(stale.id)).state is TurnState.FAILED
     assert await service.store.unfinished_turns() == []
+
+
+class HeldBackend:
+    """A chat backend in memory whose posts into some threads wait until the test lets them go,
+    as a rate-limited platform would."""
+
+    platform = "slack"
+
+    def __init__(self, held_threads: set[str]) -> None:
+        self.held_threads, self.release = held_threads, asyncio.Event()
+        self.held: list[str] = []  # posts waiting for the platform
+        self.texts: list[tuple[str, str]] = []
+        self.versions: dict[str, list[int]] = {}
+        self.version_posted = asyncio.Condition()
+        self.ids = 0
+
+    def mention(self, user: str) -> str:
+        return f"@{user}"
+
+    def post_channel(self, key: SessionKey) -> str:
+        return key.channel
+
+    async def open_thread(self, msg) -> bool:
+        return True
+
+    async def show_working(self, key: SessionKey) -> None:
+        return None
+
+    async def post_text(self, key: SessionKey, text: str) -> str:
+        if key.thread in self.held_threads:
+            self.held.append(text)
+            await self.release.wait()
+        self.ids += 1
+        self.texts.append((key.thread, text))
+        return str(self.ids)
+
+    async def update_text(self, key: SessionKey, message_id: str, text: str) -> None:
+        return None
+
+    async def post_version(self, key: SessionKey, post) -> str:
+        async with self.version_posted:
+            self.versions.setdefault(key.thread, []).append(post.version)
+            self.version_posted.notify_all()
+        self.ids += 1
+        return str(self.ids)
+
+    async def post_ephemeral(self, key: SessionKey, user: str, text: str) -> None:
+        return None
+
+    async def wait_version(self, thread: str) -> list[int]:
+        async with self.version_posted:
+            await self.version_posted.wait_for(lambda: thread in self.versions)
+        return self.versions[thread]
+
+
+async def test_a_held_progress_post_does_not_hold_the_model_slot(service: EditService, gemini):
+    backend = HeldBackend({"thread-a"})
+    core = ChatCore(service, backend, max_concurrency=1, progress_interval=0.05)
+
+    def message(n: str, text: str) -> IncomingMessage:
+        return IncomingMessage(key=SessionKey("slack", "T1", "C1", f"thread-{n}"),
+                               message_id=f"m-{n}", author="ana", text=text, mentioned=True)
+
+    # A's progress post waits for the platform; A's turn was queued before it and has the slot.
+    a = asyncio.create_task(core.on_message(message("a", "a harbour")))
+    await eventually(lambda: backend.held)
+    await core.on_message(message("b", "a windmill"))
+    try:
+        # With one slot, B can finish only if A's wait for Slack is not holding it.
+        assert await asyncio.wait_for(backend.wait_version("thread-b"), 10) == [1]
+        assert "thread-a" not in backend.versions
+    finally:
+        backend.release.set()
+    await a
+    assert await asyncio.wait_for(backend.wait_version("thread-a"), 10) == [1]
+    await core.pipeline.join()
+    assert [t for t in backend.texts if t[0] == "thread-a"][0][1].startswith("Working on v1")
+    await core.aclose()
+
+
+async def test_a_crash_nobody_awaits_is_not_reported_as_never_retrieved(service: EditService):
+    class Failing:
+        async def turn_started(self, turn) -> None:
+            return None
+
+        async def turn_finished(self, result) -> None:
+            raise RuntimeError("the platform is gone")
+
+    class Lines(logging.Handler):
+        """Keeps the text only: a kept record would keep the failed future alive, uncollected."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    loop, pipeline_log, lines = asyncio.get_running_loop(), logging.getLogger("bot.pipeline"), Lines()
+    reported: list[dict] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    pipeline_log.addHandler(lines)
+    pipeline_log.propagate = False
+    try:
+        pipeline = TurnPipeline(service, listener=Failing())
+        pipeline.submit(await service.submit_edit(key(1), "ana", "a harbour"))  # not awaited
+        await pipeline.join()
+        # The failed future is unreachable now; collecting it is when asyncio reports (at once,
+        # from the future's finalizer, to the loop's exception handler).
+        gc.collect()
+    finally:
+        pipeline_log.propagate = True
+        pipeline_log.removeHandler(lines)
+        loop.set_exception_handler(previous)
+    assert any("crashed in the pipeline" in line for line in lines.lines)  # logged once, as a crash
+    assert [c["message"] for c in reported] == []
+
+
+async def test_a_caller_that_awaits_a_crashed_turn_still_hears_why(service: EditService):
+    class Failing:
+        async def turn_started(self, turn) -> None:
+            return None
+
+        async def turn_finished(self, result) -> None:
+            raise RuntimeError("the platform is gone")
+
+    pipeline = TurnPipeline(service, listener=Failing())
+    fut = pipeline.submit(await service.submit_edit(key(1), "ana", "a harbour"))
+    with pytest.raises(RuntimeError, match="the platform is gone"):
+        await fut

@@ -9,7 +9,7 @@ import discord
 
 from adapters.discord.backend import PUBLIC_REFUSAL_SECONDS as REFUSAL_SECONDS
 from adapters.discord.backend import current_interaction
-from bot.chat.backend import AttachmentError, IncomingFile, IncomingMessage
+from bot.chat.backend import AttachmentError, IncomingFile, IncomingMessage, Origin
 from bot.chat.core import ChatCore
 from bot.domain import SessionKey
 
@@ -71,6 +71,12 @@ class DiscordListeners:
         return self._parents[channel_id]
 
     async def on_message(self, message: discord.Message) -> None:
+        try:
+            await self._message(message)
+        finally:
+            self.core.delivery_finished(f"message:{message.id}")
+
+    async def _message(self, message: discord.Message) -> None:
         if (message.author.bot or message.webhook_id or message.guild is None
                 or message.type not in TURN_TYPES):
             return
@@ -95,6 +101,14 @@ class DiscordListeners:
             mentioned=mentioned, roles=roles_of(message.author), needs_thread=parent is None))
 
     async def on_reaction(self, payload: discord.RawReactionActionEvent, added: bool) -> None:
+        try:
+            await self._reaction(payload, added)
+        finally:
+            # Discord gives a reaction no id of its own: the message, the person and the emoji.
+            self.core.delivery_finished(
+                f"reaction:{payload.message_id}:{payload.user_id}:{payload.emoji}")
+
+    async def _reaction(self, payload: discord.RawReactionActionEvent, added: bool) -> None:
         if payload.user_id == self.bot_id or payload.guild_id is None:
             return
         member = payload.member
@@ -110,11 +124,22 @@ class DiscordListeners:
                                     roles=roles_of(member))
 
     async def on_control_button(self, interaction: discord.Interaction, value: str) -> None:
+        try:
+            await self._control_button(interaction, value)
+        finally:
+            self.core.delivery_finished(f"interaction:{interaction.id}")
+
+    async def _control_button(self, interaction: discord.Interaction, value: str) -> None:
         # Within Discord's 3 s: acknowledge without a visible answer; the thread shows the result.
         await interaction.response.defer()
         token = current_interaction.set(interaction)
+        # A button is on a message in a thread, and a thread is a channel of its own: the
+        # interaction's channel is the thread the session lives in (None guild: a DM).
+        where = str(interaction.channel_id or "")
+        origin = Origin(workspace=str(interaction.guild_id or ""), channel=where, thread=where)
         try:
-            await self.core.on_button(value, str(interaction.user.id), roles_of(interaction.user),
+            await self.core.on_button(value, str(interaction.user.id), origin,
+                                      roles_of(interaction.user),
                                       event_key=f"interaction:{interaction.id}")
         finally:
             current_interaction.reset(token)
@@ -122,6 +147,13 @@ class DiscordListeners:
     async def on_edit_command(self, interaction: discord.Interaction, prompt: str,
                               image: discord.Attachment | None) -> None:
         """`/edit prompt:<text> [image:<file>]`: a session in a new thread (or this thread)."""
+        try:
+            await self._edit_command(interaction, prompt, image)
+        finally:
+            self.core.delivery_finished(f"interaction:{interaction.id}")
+
+    async def _edit_command(self, interaction: discord.Interaction, prompt: str,
+                            image: discord.Attachment | None) -> None:
         channel, guild = interaction.channel, interaction.guild
         if guild is None or channel is None:
             await interaction.response.send_message("Use /edit in a server's text channel.",

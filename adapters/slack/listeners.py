@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -10,7 +12,7 @@ from slack_bolt.response import BoltResponse
 
 from adapters.slack.backend import GALLERY_ACTION
 from adapters.slack.files import SlackFiles
-from bot.chat.backend import IncomingMessage
+from bot.chat.backend import IncomingMessage, Origin
 from bot.chat.core import ChatCore
 from bot.domain import SessionKey
 
@@ -37,31 +39,51 @@ def incoming(event: dict[str, Any], team: str, files: SlackFiles, mentioned: boo
     )
 
 
+def delivery_id(body: dict[str, Any]) -> str:
+    """Slack's id for one delivery: the event id, or a click's action_ts (each click has its own)."""
+    if body.get("event_id"):
+        return str(body["event_id"])
+    actions = body.get("actions") or [{}]
+    return f"action:{actions[0].get('action_ts')}"
+
+
+@contextmanager
+def handling(core: ChatCore, body: dict[str, Any]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        core.delivery_finished(delivery_id(body))
+
+
 def register(app: AsyncApp, core: ChatCore, files: SlackFiles) -> None:
     def team_of(body: dict[str, Any], context: Any) -> str:
         return str(context.team_id or body.get("team_id") or "")
 
     @app.event("app_mention")
     async def on_mention(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
-        await core.on_message(incoming(event, team_of(body, context), files, True,
-                                       context.bot_user_id))
+        with handling(core, body):
+            await core.on_message(incoming(event, team_of(body, context), files, True,
+                                           context.bot_user_id))
 
     @app.event("message")
     async def on_message(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
-        if event.get("subtype") not in TURN_SUBTYPES or event.get("bot_id"):
-            return
-        if not event.get("thread_ts") or event.get("thread_ts") == event.get("ts"):
-            return  # top-level messages start nothing unless they mention us (app_mention)
-        mentioned = bool(context.bot_user_id and f"<@{context.bot_user_id}>" in (event.get("text") or ""))
-        await core.on_message(incoming(event, team_of(body, context), files, mentioned,
-                                       context.bot_user_id))
+        with handling(core, body):
+            if event.get("subtype") not in TURN_SUBTYPES or event.get("bot_id"):
+                return
+            if not event.get("thread_ts") or event.get("thread_ts") == event.get("ts"):
+                return  # top-level messages start nothing unless they mention us (app_mention)
+            mentioned = bool(context.bot_user_id
+                             and f"<@{context.bot_user_id}>" in (event.get("text") or ""))
+            await core.on_message(incoming(event, team_of(body, context), files, mentioned,
+                                           context.bot_user_id))
 
     async def on_reaction(event: dict[str, Any], body: dict[str, Any], added: bool) -> None:
-        item = event.get("item") or {}
-        if item.get("type") != "message":
-            return
-        await core.on_reaction(str(item["channel"]), str(item["ts"]), str(event["reaction"]),
-                               str(event["user"]), added, f"evt:{body.get('event_id')}")
+        with handling(core, body):
+            item = event.get("item") or {}
+            if item.get("type") != "message":
+                return
+            await core.on_reaction(str(item["channel"]), str(item["ts"]), str(event["reaction"]),
+                                   str(event["user"]), added, f"evt:{body.get('event_id')}")
 
     @app.event("reaction_added")
     async def on_reaction_added(event: dict[str, Any], body: dict[str, Any]) -> None:
@@ -72,17 +94,31 @@ def register(app: AsyncApp, core: ChatCore, files: SlackFiles) -> None:
         await on_reaction(event, body, False)
 
     @app.action(re.compile(r"^te:"))
-    async def on_button(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
+    async def on_button(ack: Any, body: dict[str, Any], action: dict[str, Any],
+                        context: Any) -> None:
+        with handling(core, body):
+            await ack()
+            await on_click(body, action, context)
+
+    async def on_click(body: dict[str, Any], action: dict[str, Any], context: Any) -> None:
         # A click has no event id; Slack stamps each click with its own action_ts.
-        message_ts = (body.get("container") or {}).get("message_ts", "")
+        container = body.get("container") or {}
+        message_ts = str(container.get("message_ts") or "")
         user = str(body["user"]["id"])
-        click = f"click:{message_ts}:{user}:{action['action_id']}:{action.get('action_ts')}"
-        await core.on_button(str(action.get("value") or action["action_id"]), user, event_key=click)
+        event_key = f"click:{message_ts}:{user}:{action['action_id']}:{action.get('action_ts')}"
+        # Where the clicked message is, so the core can check the button's session lives there.
+        # The team is the one the app is installed in (as for messages), also in Slack Connect.
+        origin = Origin(workspace=team_of(body, context),
+                        channel=str((body.get("channel") or {}).get("id")
+                                    or container.get("channel_id") or ""),
+                        thread=str(container.get("thread_ts") or message_ts))
+        await core.on_button(str(action.get("value") or action["action_id"]), user, origin,
+                             event_key=event_key)
 
     @app.action(GALLERY_ACTION)
-    async def on_gallery_link(ack: Any) -> None:
-        await ack()  # the browser opens the link; nothing to do here
+    async def on_gallery_link(ack: Any, body: dict[str, Any]) -> None:
+        with handling(core, body):
+            await ack()  # the browser opens the link; nothing to do here
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], logger: Any) -> BoltResponse:
@@ -90,4 +126,6 @@ def register(app: AsyncApp, core: ChatCore, files: SlackFiles) -> None:
         # counts failures and may disable the subscription.
         if type(error).__name__ != "BoltUnhandledRequestError":
             logger.error("slack listener failed: %s", type(error).__name__)
+        else:
+            core.delivery_finished(delivery_id(body))  # no listener: handled by ignoring it
         return BoltResponse(status=200, body="")

@@ -43,6 +43,16 @@ class IncomingMessage:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a click came from, as the platform reports it. A button's value names a session and
+    a version; the core acts only if that session lives exactly here."""
+
+    workspace: str  # Slack: the team the app is installed in; Discord: the guild ("" in a DM)
+    channel: str  # the channel the clicked message is in (Discord: the thread, a channel of its own)
+    thread: str  # the thread the clicked message is in (Slack: its thread_ts; Discord: the thread)
+
+
+@dataclass(frozen=True)
 class VersionPost:
     session_id: int
     version: int

@@ -32,9 +32,36 @@ REACTIONS: dict[str, Control] = {
 }
 
 
+# A version already rendered at this size gets no 4K button: it would pay for the same image.
+LARGEST_SIZE = "4K"
+
+
+def offers(control: Control, image_size: str | None) -> bool:
+    """Whether a version made at `image_size` offers this control."""
+    return not (control is Control.UPSCALE and image_size == LARGEST_SIZE)
+
+
+def buttons_for(session_id: int, version: int, image_size: str | None) -> list[tuple[str, str]]:
+    """(label, value) of each button under a version."""
+    return [(label, button_value(session_id, version, c)) for c, label in BUTTONS
+            if offers(c, image_size)]
+
+
 def button_value(session_id: int, version: int, control: Control) -> str:
     """What a button carries, so it works after a restart with nothing cached."""
     return f"te:{control.value}:{session_id}:{version}"
+
+
+# SQLite's integers are 64-bit: a larger id in a forged value could not even be looked up.
+_MAX_ID = 2**63 - 1
+
+
+def _number(text: str) -> int | None:
+    # ASCII digits only: int() also takes other scripts' digits, and isdigit() takes "²".
+    if not (text.isascii() and text.isdecimal()) or len(text) > 19:
+        return None
+    n = int(text)
+    return n if n <= _MAX_ID else None
 
 
 def parse_button_value(value: str) -> tuple[Control, int, int] | None:
@@ -42,6 +69,10 @@ def parse_button_value(value: str) -> tuple[Control, int, int] | None:
     if len(parts) != 4 or parts[0] != "te":
         return None
     try:
-        return Control(parts[1]), int(parts[2]), int(parts[3])
+        control = Control(parts[1])
     except ValueError:
         return None
+    session_id, version = _number(parts[2]), _number(parts[3])
+    if session_id is None or version is None:
+        return None
+    return control, session_id, version

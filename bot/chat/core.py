@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 
 from bot.chat import presenter
-from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, VersionPost
+from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, Origin, VersionPost
 from bot.chat.commands import ThreadCommand, parse_thread_command
-from bot.chat.controls import BUTTONS, REACTIONS, Control, button_value, parse_button_value
-from bot.domain import OperationRefused, Session, SessionKey, Turn
+from bot.chat.controls import REACTIONS, Control, buttons_for, offers, parse_button_value
+from bot.domain import OperationRefused, Session, SessionKey, Turn, UnknownSession
 from bot.images import ImageRejected
 from bot.pipeline import TurnPipeline
 from bot.results import Attachment, TurnResult
@@ -51,6 +51,10 @@ class ChatCore:
                                      model_slots=model_slots)
         self._tickers: dict[int, asyncio.Task[None]] = {}
         self._progress_posted: dict[int, asyncio.Event] = {}
+        # Called with the platform's id of each delivery (an event, a click, a reaction) once
+        # the adapter has handled it to its end, whatever the outcome: an observable end that
+        # tests and diagnostics can wait on, instead of waiting a while and hoping.
+        self.delivery_observers: list[Callable[[str], None]] = []
 
     async def start(self, resume_max_age: float = 3600.0) -> list[int]:
         """Show outcomes a stop left unshown, then resume (or report) unfinished turns."""
@@ -60,6 +64,10 @@ class ChatCore:
             except Exception:  # one thread we cannot post to must not stop the others
                 log.exception("could not show the outcome of turn %s", turn.id)
         return await self.pipeline.resume_unfinished(resume_max_age, self.platform)
+
+    def delivery_finished(self, delivery: str) -> None:
+        for observe in self.delivery_observers:
+            observe(delivery)
 
     async def aclose(self) -> None:
         for task in self._tickers.values():
@@ -160,6 +168,7 @@ class ChatCore:
         if control is None:
             return
         # Most reactions are on other people's messages: one read, and nothing written, for them.
+        # A reaction can only name a version by being on its post: the post says where it is.
         post = await self.store.find_post(self.platform, channel, message_id)
         if post is None or post["kind"] != "version":
             return
@@ -177,22 +186,65 @@ class ChatCore:
             return
         turn = await self.store.get_turn(post["turn_id"])
         assert turn.version is not None
-        await self.apply_control(turn.session_id, turn.version, control, actor, roles)
+        session = await self.store.get_session(turn.session_id)
+        if await self._refused_channel(session, actor, control):
+            return
+        await self.apply_control(session, turn.version, control, actor, roles)
 
-    async def on_button(self, value: str, actor: str, roles: frozenset[str] = frozenset(),
-                        event_key: str | None = None) -> None:
+    async def on_button(self, value: str, actor: str, origin: Origin,
+                        roles: frozenset[str] = frozenset(), event_key: str | None = None) -> None:
         parsed = parse_button_value(value)
         if parsed is None:
             return
         if event_key is not None and not await self.store.claim_event(self.platform, event_key):
             return  # the same click delivered again
         control, session_id, version = parsed
-        await self.apply_control(session_id, version, control, actor, roles)
+        session = await self._session_here(session_id, origin)
+        if session is None:
+            # A button's value is only as trustworthy as whoever sent it: one naming a session
+            # of another thread, channel, workspace or platform changes, charges and posts nothing.
+            await self.store.audit(None, actor, control.value, "refused", session=session_id,
+                                   version=version, workspace=origin.workspace,
+                                   channel=origin.channel, thread=origin.thread,
+                                   why="button from another thread")
+            here = SessionKey(self.platform, origin.workspace, origin.channel, origin.thread)
+            await self._tell(here, actor, presenter.NOT_THIS_THREAD)
+            return
+        if await self._refused_channel(session, actor, control):
+            return
+        await self.apply_control(session, version, control, actor, roles)
 
-    async def apply_control(self, session_id: int, version: int, control: Control,
+    async def _session_here(self, session_id: int, origin: Origin) -> Session | None:
+        """The session, if it lives where the click came from; else None."""
+        try:
+            session = await self.store.get_session(session_id)
+        except UnknownSession:
+            return None
+        key = session.key
+        here = (key.platform == self.platform and key.workspace == origin.workspace
+                and self.backend.post_channel(key) == origin.channel and key.thread == origin.thread)
+        return session if here else None
+
+    async def _refused_channel(self, session: Session, actor: str, control: Control) -> bool:
+        """Clicks and reactions obey the allowed channels as messages do (the list may have
+        changed since the session began): refused, audited and explained to the person."""
+        if self.allowed_channels is None or session.key.channel in self.allowed_channels:
+            return False
+        await self.store.audit(session.id, actor, control.value, "refused",
+                               channel=session.key.channel, why="channel not allowed")
+        await self._tell(session.key, actor, presenter.CHANNEL_NOT_ALLOWED)
+        return True
+
+    async def _tell(self, key: SessionKey, user: str, text: str) -> None:
+        # A refusal is a courtesy: a place we cannot post to must not turn it into a failure.
+        try:
+            await self.backend.post_ephemeral(key, user, text)
+        except Exception:
+            log.warning("could not tell %s on %s why a control was refused", user, self.platform)
+
+    async def apply_control(self, session: Session, version: int, control: Control,
                             actor: str, roles: frozenset[str] = frozenset()) -> None:
-        session = await self.store.get_session(session_id)
-        key, svc = session.key, self.service
+        session_id, key, svc = session.id, session.key, self.service
         try:
             if control is Control.UNDO:
                 state = await self.store.load_state(session_id)
@@ -203,6 +255,10 @@ class ChatCore:
             elif control is Control.RETRY:
                 await self._submit(await svc.submit_retry(session_id, actor, version))
             elif control is Control.UPSCALE:
+                size = (await self.store.load_state(session_id)).version(version).image_size
+                if not offers(control, size):  # a button from before the version was known to be 4K
+                    await self._tell(key, actor, presenter.already_largest(version, str(size)))
+                    return
                 await self._submit(await svc.submit_upscale(session_id, actor, version))
             elif control is Control.APPROVE:
                 view = await svc.approve(session_id, actor, version, roles=roles)
@@ -218,15 +274,18 @@ class ChatCore:
     # TurnListener: progress and results
 
     async def turn_started(self, turn: Turn) -> None:
+        # The pipeline runs this beside the model call, not inside its slot: waiting here for
+        # the platform to take the progress post delays only this thread's progress line.
+        started = time.monotonic()
+        # Read before the model call can have made the version (it runs meanwhile).
+        version = await self.store.next_version(turn.session_id)
+        session = await self.store.get_session(turn.session_id)
         posted = self._progress_posted.pop(turn.id, None)
         if posted is not None:
             await posted.wait()
         message_id = await self.store.post_for_turn(turn.id, "progress")
         if message_id is None:
             return
-        version = await self.store.next_version(turn.session_id)
-        started = time.monotonic()
-        session = await self.store.get_session(turn.session_id)
 
         async def tick() -> None:
             while True:
@@ -267,8 +326,7 @@ class ChatCore:
             mime=result.mime or "image/jpeg",
             caption=presenter.caption(result, self.backend.mention(result.author)),
             alt_text=f"v{result.version}: {result.instruction[:900]}",
-            buttons=[(label, button_value(result.session_id, result.version, c))
-                     for c, label in BUTTONS],
+            buttons=buttons_for(result.session_id, result.version, result.image_size),
             gallery_url=self.gallery_link(result.session_id) if self.gallery_link else None,
         )
         message_id = await self.backend.post_version(key, post)

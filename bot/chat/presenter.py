@@ -7,6 +7,13 @@ from bot.local_engine import VOCABULARY
 from bot.results import HistoryView, TurnResult
 
 CHANNEL_NOT_ALLOWED = "I am not enabled in this channel; ask an admin to add it."
+# A click whose button names a session that does not live where the click came from (a forged
+# or copied value): nothing is done, and the clicker is told why.
+NOT_THIS_THREAD = "That button does not belong to a version in this thread, so I did nothing."
+
+
+def already_largest(version: int, size: str) -> str:
+    return f"v{version} is already {size}; there is nothing larger to render."
 
 
 def approval_line(view: HistoryView, version: int, actor: str, actor_label: str) -> str:

@@ -76,9 +76,10 @@ async def test_fifty_threads_at_once_stay_under_the_cap_and_all_finish_in_order(
     assert {r.status_code for r in acks} == {200}
     await eventually(lambda: len(submitted) == 2 * THREADS)
     await eventually(lambda: bot.gemini.in_flight >= CAP)
-    # A window for a broken cap to show itself: a correct one lets nothing more start, ever,
-    # so this wait can only make the test fail, never pass.
-    await asyncio.sleep(0.2)
+    # Every other thread's worker has reached the cap and waits there: from now on nothing more
+    # can start, so what Gemini sees is final (a broken cap never gets here, or shows more calls).
+    pipeline = bot.adapter.core.pipeline
+    await eventually(lambda: pipeline.waiting_for_slot() == THREADS - CAP)
     assert bot.gemini.in_flight == CAP
     states = await states_of(bot)
     assert states.count(TurnState.RUNNING) == CAP
@@ -135,6 +136,7 @@ async def test_threads_waiting_for_a_model_slot_are_told_they_wait(bot: FaultHar
         # The first CAP take every slot (their calls reach Gemini) before the others arrive.
         await eventually(lambda i=i: len(submitted) == i + 1
                          and bot.gemini.in_flight == min(i + 1, CAP))
+    await bot.handled_all()  # each mention has had its first answer posted
     waiting = [thread_of(bot, root)[0]["text"] for root in roots[CAP:]]
     try:
         assert waiting == [presenter.waiting_line(1)] * 2

@@ -112,7 +112,8 @@ def _button_payload(message: dict, label: str, *, user: str, trigger: str) -> di
             "api_app_id": "A1", "token": "x", "trigger_id": trigger,
             "channel": {"id": SLACK_CHANNEL},
             "container": {"type": "message", "message_ts": message["ts"],
-                          "channel_id": SLACK_CHANNEL, "is_ephemeral": False},
+                          "channel_id": SLACK_CHANNEL, "is_ephemeral": False,
+                          "thread_ts": message["thread_ts"]},
             "message": message, "response_url": "http://127.0.0.1:9/r",
             "actions": [{"action_id": button["action_id"], "value": button["value"],
                          "block_id": "b", "type": "button", "action_ts": trigger}]}
@@ -127,6 +128,7 @@ async def test_a_button_click_delivered_twice_acts_once(bot: FaultHarness):
     for _ in range(2):
         r = await bot.post(body, "application/x-www-form-urlencoded")
         assert r.status_code == 200
+        bot.accepted["action:1700000003.123456"] += 1  # so settle() waits for both deliveries
     await wait_versions(bot, 2)
     await bot.settle()
     state = await slack_state(bot)
@@ -221,7 +223,7 @@ async def test_a_discord_message_sent_while_disconnected_is_delivered_once_after
         after = await fake.user_message(thread, ALICE, "history")
         await h.wait_text(thread, "Versions (")
         await h.wait_versions(thread, 2)
-        await h.settle()
+        await h.settle(missed, after)
         assert len(fake.identifies) == 1 and len(fake.resumes) == 1  # resumed, not a new session
         assert [m.message_id for m in seen] == [missed["id"], after["id"]]
         turns = await _discord_turns(h, thread)
@@ -241,7 +243,7 @@ async def test_the_same_discord_message_dispatched_twice_makes_one_turn(
         await fake.dispatch("MESSAGE_CREATE", payload)
         await eventually(lambda: len(seen) == 2)
         await h.wait_versions(thread, 2)
-        await h.settle()
+        await h.settle(payload, payload)
         assert [m.message_id for m in seen] == [payload["id"], payload["id"]]
         turns = await _discord_turns(h, thread)
         assert [(t.instruction, t.version) for t in turns] == [

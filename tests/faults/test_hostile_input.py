@@ -313,9 +313,9 @@ async def test_discord_never_pings_everyone_or_roles_and_refuses_html_named_png(
         await fake.user_message(thread, ALICE, "use this",
                                 attachments=[("cat.png", HTML, "image/png")])
         await h.wait_text(thread, "looks like a web page (HTML), not an image")
-        await fake.user_message(thread, ALICE, "add a ship")
+        ship = await fake.user_message(thread, ALICE, "add a ship")
         await h.wait_versions(thread, 3)
-        await h.settle()
+        await h.settle(ship)
         sent = [c for c in fake.calls if c.method in ("POST", "PATCH")
                 and re.fullmatch(rf"/channels/{thread}/messages(/\d+)?", c.path)]
         assert len(sent) >= 6  # progress lines, their edits, three versions, the refusal
@@ -330,3 +330,15 @@ async def test_discord_never_pings_everyone_or_roles_and_refuses_html_named_png(
         assert [r.body["contents"][-1]["parts"][0]["text"] for r in gemini.requests] == [
             "@everyone <@&3000> a poster for the launch", "@everyone @here <@&3000> add a banner",
             "add a ship"]
+
+
+def test_button_values_with_odd_numbers_name_nothing():
+    from bot.chat.controls import Control, parse_button_value
+
+    assert parse_button_value("te:undo:12:3") == (Control.UNDO, 12, 3)
+    # Superscript and other scripts' digits, ids past SQLite's 64 bits, signs and spaces: ignored,
+    # rather than an OverflowError from the database or a lookup of a different number.
+    for value in ("te:undo:\u00b2:1", "te:undo:\u0663:1", "te:undo:99999999999999999999:1",
+                  "te:undo:9223372036854775808:1", "te:undo:-1:1", "te:undo: 1:1", "te:undo:1:1:1",
+                  "te:zoom:1:1", "te:undo:" + "9" * 5000 + ":1"):
+        assert parse_button_value(value) is None, value

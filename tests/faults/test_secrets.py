@@ -182,9 +182,9 @@ async def test_a_full_discord_scenario_leaks_no_secret(
         click = await fake.click_button(v1, custom_id(v1, "Approve"), BOB)  # refused, privately
         await eventually(lambda: any(r.get("message", {}).get("flags", 0) & 64
                                      for r in fake.responses_to(click)))
-        await fake.add_reaction(thread, v1["id"], ALICE, "\u2705")
+        approve = await fake.add_reaction(thread, v1["id"], ALICE, "\u2705")
         await h.wait_text(thread, f"v1 approved by <@{ALICE}>")
-        await h.settle()
+        await h.settle(click, approve)
         session = await h.store.find_session(SessionKey("discord", GUILD, CHANNEL, thread))
         assert session is not None
         export = await h.adapter.core.service.export(session.id, tmp_path / "export")
