@@ -6,6 +6,11 @@ text, the signed final image) whose image is one of the 2K photo variants. The b
 content-addressed, so a thousand sessions share four image files on disk while every version
 still reads a full 1 MB image when it is replayed. No model made these answers, so a fake model
 serving such a directory runs with `--trust-history` (it cannot recognise its own signatures).
+
+The newest `real_signed` sessions (the ones the memory benchmark edits, and the home page lists)
+carry signatures of the real size, 0.6 MB a part (tests/fakes/gemini_recorded.py), as Gemini
+3.1 Flash answers carry them; the older ones carry 176-character signatures, which keeps the
+seeded directory near 0.4 GB instead of 3.6 GB for 1,000 sessions of 3 versions.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from bot.domain import SessionKey, TurnKind, TurnState
 from bot.gemini.contents import user_content
 from bot.local_engine import LocalEngine
 from bot.storage.blobs import BlobStore, pack_content
-from tests.fakes.gemini_server import new_signature
+from tests.fakes.gemini_recorded import signature, signature_chars
 
 SIZE = (2048, 2048)
+SMALL_SIGNATURE_CHARS = 176
 
 
 def _sketch() -> str:
@@ -55,17 +61,20 @@ def _templates(photo_dir: Path, blobs: BlobStore) -> list[dict[str, Any]]:
     return out
 
 
-def _signed(template: dict[str, Any]) -> dict[str, Any]:
+def _signed(template: dict[str, Any], seed: str, real: bool) -> dict[str, Any]:
     content = copy.deepcopy(template)
-    for part in content["parts"]:
+    for n, part in enumerate(content["parts"]):
         if "thoughtSignature" in part:
-            part["thoughtSignature"] = new_signature()
+            kind = "text" if "text" in part else "image"
+            chars = signature_chars(catalog.FLASH, kind) if real else SMALL_SIGNATURE_CHARS
+            part["thoughtSignature"] = signature(chars, f"{seed}/{n}")
     return content
 
 
-async def seed(data_dir: Path, photo_dir: Path, sessions: int, versions: int) -> list[int]:
-    """Store `sessions` sessions of `versions` versions each; their ids are also written to
-    session-ids.txt in the data directory."""
+async def seed(data_dir: Path, photo_dir: Path, sessions: int, versions: int,
+               real_signed: int = 100) -> list[int]:
+    """Store `sessions` sessions of `versions` versions each, the newest `real_signed` with
+    real-size signatures; their ids are also written to session-ids.txt in the data directory."""
     settings = load_settings(_env_file=None, THREADEDIT_DATA_DIR=str(data_dir),
                              THREADEDIT_ENGINE="local")
     ids = []
@@ -88,7 +97,9 @@ async def seed(data_dir: Path, photo_dir: Path, sessions: int, versions: int) ->
                 await store.audit(session.id, "bench", "edit", "ok", turn=turn.id, references=0)
                 await store.mark_running(turn.id, parent)
                 n = (s + v) % len(templates)
-                await store.finish_turn(turn, TurnState.DONE, model_content=_signed(templates[n]),
+                real = s >= sessions - real_signed
+                content = _signed(templates[n], f"seed/{s}/{v}", real)
+                await store.finish_turn(turn, TurnState.DONE, model_content=content,
                                         image_blob=image_of[n], image_mime="image/jpeg",
                                         text_reply="Here is the edited image.", usage=usage)
                 parent = turn.id
