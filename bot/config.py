@@ -116,6 +116,8 @@ class Settings(BaseSettings):
             raise ValueError("must name a model id or one of the aliases flash, pro")
         try:
             return catalog.check_model(v)
+        except catalog.ModelRetired as exc:
+            raise ValueError(exc.instead) from None
         except catalog.SettingRejected:
             raise ValueError(f"must be flash, pro or a Gemini image model id such as {catalog.PRO}") from None
 
