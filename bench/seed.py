@@ -7,16 +7,14 @@ content-addressed, so a thousand sessions share four image files on disk while e
 still reads a full 1 MB image when it is replayed. No model made these answers, so a fake model
 serving such a directory runs with `--trust-history` (it cannot recognise its own signatures).
 
-The newest `real_signed` sessions (the ones the memory benchmark edits, and the home page lists)
-carry signatures of the real size, 0.6 MB a part (tests/fakes/gemini_recorded.py), as Gemini
-3.1 Flash answers carry them; the older ones carry 176-character signatures, which keeps the
-seeded directory near 0.4 GB instead of 3.6 GB for 1,000 sessions of 3 versions.
+Each answer's text and image carry signatures of the real size, 0.6 MB each as Gemini 3.1 Flash
+signs them (tests/fakes/gemini_recorded.py), one pair per photo variant: the store keeps large
+signatures as blobs too, so they are shared on disk like the images, and read in full on replay.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import io
 import uuid
 from pathlib import Path
@@ -36,7 +34,6 @@ from bot.storage.blobs import BlobStore, pack_content
 from tests.fakes.gemini_recorded import signature, signature_chars
 
 SIZE = (2048, 2048)
-SMALL_SIGNATURE_CHARS = 176
 
 
 def _sketch() -> str:
@@ -49,32 +46,22 @@ def _templates(photo_dir: Path, blobs: BlobStore) -> list[dict[str, Any]]:
     """One packed model content per photo variant (packing hashes and stores the image once)."""
     sketch = _sketch()
     out = []
-    for data in photos.load(photo_dir, SIZE):
+    for n, data in enumerate(photos.load(photo_dir, SIZE)):
         content = {"role": "model", "parts": [
             {"text": "**Planning the edit**\n\nComposing the change.", "thought": True},
             {"inlineData": {"mimeType": "image/png", "data": sketch}, "thought": True},
-            {"text": "Here is the edited image.", "thoughtSignature": "x"},
+            {"text": "Here is the edited image.",
+             "thoughtSignature": signature(signature_chars(catalog.FLASH, "text"), f"seed/{n}/t")},
             {"inlineData": {"mimeType": "image/jpeg", "data": base64.b64encode(data).decode()},
-             "thoughtSignature": "x"},
+             "thoughtSignature": signature(signature_chars(catalog.FLASH, "image"), f"seed/{n}/i")},
         ]}
         out.append(pack_content(content, blobs))
     return out
 
 
-def _signed(template: dict[str, Any], seed: str, real: bool) -> dict[str, Any]:
-    content = copy.deepcopy(template)
-    for n, part in enumerate(content["parts"]):
-        if "thoughtSignature" in part:
-            kind = "text" if "text" in part else "image"
-            chars = signature_chars(catalog.FLASH, kind) if real else SMALL_SIGNATURE_CHARS
-            part["thoughtSignature"] = signature(chars, f"{seed}/{n}")
-    return content
-
-
-async def seed(data_dir: Path, photo_dir: Path, sessions: int, versions: int,
-               real_signed: int = 100) -> list[int]:
-    """Store `sessions` sessions of `versions` versions each, the newest `real_signed` with
-    real-size signatures; their ids are also written to session-ids.txt in the data directory."""
+async def seed(data_dir: Path, photo_dir: Path, sessions: int, versions: int) -> list[int]:
+    """Store `sessions` sessions of `versions` versions each; their ids are also written to
+    session-ids.txt in the data directory."""
     settings = load_settings(_env_file=None, THREADEDIT_DATA_DIR=str(data_dir),
                              THREADEDIT_ENGINE="local")
     ids = []
@@ -97,9 +84,7 @@ async def seed(data_dir: Path, photo_dir: Path, sessions: int, versions: int,
                 await store.audit(session.id, "bench", "edit", "ok", turn=turn.id, references=0)
                 await store.mark_running(turn.id, parent)
                 n = (s + v) % len(templates)
-                real = s >= sessions - real_signed
-                content = _signed(templates[n], f"seed/{s}/{v}", real)
-                await store.finish_turn(turn, TurnState.DONE, model_content=content,
+                await store.finish_turn(turn, TurnState.DONE, model_content=templates[n],
                                         image_blob=image_of[n], image_mime="image/jpeg",
                                         text_reply="Here is the edited image.", usage=usage)
                 parent = turn.id

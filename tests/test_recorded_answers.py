@@ -64,7 +64,7 @@ async def assert_next_request_replays(service: EditService, gemini: FakeGemini,
 
 
 async def test_text_and_image_both_signed(service: EditService, gemini: FakeGemini,
-                                          store: SessionStore) -> None:
+                                          store: SessionStore, blobs: BlobStore) -> None:
     content = recorded_content("g02")
     assert [len(p["thoughtSignature"]) for p in content["parts"]] == [1_100_216, 1_098_588]
     gemini.script.append(Behaviour.recorded(recorded_body("g02")))
@@ -76,6 +76,11 @@ async def test_text_and_image_both_signed(service: EditService, gemini: FakeGemi
     # Charged the image and the 14 prompt tokens the answer reports.
     assert await spend(store, turn_id) == ("charged", pytest.approx(
         image_usd(catalog.PRO, "1K") + 14 * PRO_INPUT_USD))
+    # The 3.3 MB answer is a small row: image and signatures live in the blob store, so loading
+    # a long session does not parse megabytes per turn; it rebuilds byte for byte.
+    stored = await store.get_turn(turn_id)
+    assert stored.model_content is not None and len(compact(stored.model_content)) < 1_000
+    assert compact(unpack_content(stored.model_content, blobs)) == compact(content)
     await assert_next_request_replays(service, gemini, content)
 
 
