@@ -49,7 +49,7 @@ class ContextBudget:
     model with a small window (2.5 Flash Image: 32,768) re-anchors sooner."""
 
     max_tokens: int = 32_000
-    max_bytes: int = 10_000_000
+    max_bytes: int = 18_000_000
     # Ask the API's countTokens (free, one more round trip) when the estimate is past half the
     # budget, instead of trusting the estimate alone.
     count_tokens: bool = False
