@@ -15,6 +15,9 @@ which it subclasses (every request is still checked exactly as the tests check i
   subtract it;
 - decoding an inline image is memoised per distinct base64 string: the same bytes are replayed
   on every turn and need checking once per process, not 60 times;
+- answers carry signatures of the real size (0.6 MB a part on 3.1 Flash; see
+  tests/fakes/gemini_recorded.py), as the tests' fake does; what it issued is remembered as
+  digests (`DigestIssued`), since 300 answers' signatures would hold hundreds of megabytes;
 - `--trust-history` turns off the Gemini 3 rule that model turns must be verbatim copies of
   answers this process issued, for data directories seeded without a model (memory, startup).
 
@@ -29,6 +32,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import hashlib
 import json
 import signal
 import time
@@ -46,10 +50,36 @@ API_KEY = "bench-key"
 ARRIVED: web.RequestKey[tuple[float, float]] = web.RequestKey("bench_arrived", tuple)
 
 
+def _digest(value: Any) -> bytes:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).digest()
+
+
+class DigestIssued(rules.Issued):
+    """The same checks as rules.Issued, holding a digest of each answer instead of the answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._content_digests: set[bytes] = set()
+        self._part_digests: dict[bytes, bytes] = {}
+
+    def add(self, content: dict[str, Any]) -> None:
+        self._content_digests.add(_digest(content))
+        for part in content.get("parts", []):
+            if "thoughtSignature" in part:
+                self._part_digests[_digest(part["thoughtSignature"])] = _digest(part)
+
+    def has_content(self, content: dict[str, Any]) -> bool:
+        return _digest(content) in self._content_digests
+
+    def has_part(self, signature: str, part: dict[str, Any]) -> bool:
+        return self._part_digests.get(_digest(signature)) == _digest(part)
+
+
 class BenchGemini(FakeGemini):
     def __init__(self, api_key: str = API_KEY, *, latency: float | None = 0.0,
                  photo_dir: Path) -> None:
         super().__init__(api_key, image_scale=1.0)
+        self.ledger = DigestIssued()
         self.latency = latency  # None: hold every answer until released
         self.photo_dir = photo_dir
         self.released = asyncio.Event()

@@ -8,9 +8,10 @@ One session is taken through 60 edits on the real EditService (whatever context 
  part, a flat 1120 per image on 3.1 Flash Image, thought images included).
  Full replay (never sent): rebuilt afterwards for each turn k from what is stored, the way the
  service built requests before the bounded policy: every version from the root to k's parent,
- user turn and model answer, then k's own user turn, through `build_request`; its size is
- `len(json.dumps(body, separators=(",", ":")))` (ASCII, so characters = bytes, exactly what
- GeminiEngine sends) and its tokens by the same rule.
+ user turn and model answer, then k's own user turn, as `build_request` lays them out; its size
+ is that of `json.dumps(body, separators=(",", ":"))` (ASCII, so characters = bytes, exactly
+ what GeminiEngine sends), added up content by content (a 60-turn full replay is 160 MB of JSON
+ with real-size signatures: too much to build 60 times), and its tokens by the same rule.
 The model's limits are printed beside them: the input token limit of the model, and 20 MB
 (20,000,000 bytes, the stricter reading of Gemini's limit on a request with inline data).
 """
@@ -80,24 +81,29 @@ def _lineage(by_id: dict[int, Turn], turn_id: int | None) -> list[Turn]:
 
 def _full_replays(by_id: dict[int, Turn], turn_ids: list[int],
                   blobs: BlobStore) -> list[tuple[int, int, int]]:
-    unpacked: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    weights: dict[tuple[int, str], tuple[int, int, int]] = {}
 
-    def pair(t: Turn) -> tuple[dict[str, Any], dict[str, Any]]:
-        if t.id not in unpacked:
-            unpacked[t.id] = (unpack_content(t.user_content, blobs),
-                              unpack_content(t.model_content or {}, blobs))
-        return unpacked[t.id]
+    def weigh(t: Turn, side: str) -> tuple[int, int, int]:
+        """(JSON bytes, tokens, images) of one stored content, once per content."""
+        if (t.id, side) not in weights:
+            packed = t.user_content if side == "user" else (t.model_content or {})
+            content = unpack_content(packed, blobs)
+            images = sum(1 for p in content.get("parts", []) if "inlineData" in p)
+            text, image = rules.count_tokens(t.model, [content])
+            weights[t.id, side] = (len(json.dumps(content, separators=(",", ":"))), text + image,
+                                   images)
+        return weights[t.id, side]
 
     out = []
     for turn_id in turn_ids:
         turn = by_id[turn_id]
-        history = [pair(t) for t in _lineage(by_id, turn.parent_turn_id)]
-        body = build_request(history, unpack_content(turn.user_content, blobs), model=turn.model,
-                             aspect=turn.aspect_ratio, size=turn.image_size)
-        size = len(json.dumps(body, separators=(",", ":")))  # ensure_ascii: chars == bytes
-        text, image = rules.count_tokens(turn.model, body["contents"])
-        images = sum(1 for c in body["contents"] for p in c["parts"] if "inlineData" in p)
-        out.append((size, text + image, images))
+        parts = [weigh(t, side) for t in _lineage(by_id, turn.parent_turn_id)
+                 for side in ("user", "model")] + [weigh(turn, "user")]
+        frame = build_request([], {}, model=turn.model, aspect=turn.aspect_ratio,
+                              size=turn.image_size)
+        frame["contents"] = []  # what surrounds the contents: {"contents":[...],"generationConfig":..}
+        size = len(json.dumps(frame, separators=(",", ":"))) + sum(p[0] for p in parts) + len(parts) - 1
+        out.append((size, sum(p[1] for p in parts), sum(p[2] for p in parts)))
     return out
 
 

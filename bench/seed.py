@@ -6,12 +6,15 @@ text, the signed final image) whose image is one of the 2K photo variants. The b
 content-addressed, so a thousand sessions share four image files on disk while every version
 still reads a full 1 MB image when it is replayed. No model made these answers, so a fake model
 serving such a directory runs with `--trust-history` (it cannot recognise its own signatures).
+
+Each answer's text and image carry signatures of the real size, 0.6 MB each as Gemini 3.1 Flash
+signs them (tests/fakes/gemini_recorded.py), one pair per photo variant: the store keeps large
+signatures as blobs too, so they are shared on disk like the images, and read in full on replay.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import io
 import uuid
 from pathlib import Path
@@ -28,7 +31,7 @@ from bot.domain import SessionKey, TurnKind, TurnState
 from bot.gemini.contents import user_content
 from bot.local_engine import LocalEngine
 from bot.storage.blobs import BlobStore, pack_content
-from tests.fakes.gemini_server import new_signature
+from tests.fakes.gemini_recorded import signature, signature_chars
 
 SIZE = (2048, 2048)
 
@@ -43,24 +46,17 @@ def _templates(photo_dir: Path, blobs: BlobStore) -> list[dict[str, Any]]:
     """One packed model content per photo variant (packing hashes and stores the image once)."""
     sketch = _sketch()
     out = []
-    for data in photos.load(photo_dir, SIZE):
+    for n, data in enumerate(photos.load(photo_dir, SIZE)):
         content = {"role": "model", "parts": [
             {"text": "**Planning the edit**\n\nComposing the change.", "thought": True},
             {"inlineData": {"mimeType": "image/png", "data": sketch}, "thought": True},
-            {"text": "Here is the edited image.", "thoughtSignature": "x"},
+            {"text": "Here is the edited image.",
+             "thoughtSignature": signature(signature_chars(catalog.FLASH, "text"), f"seed/{n}/t")},
             {"inlineData": {"mimeType": "image/jpeg", "data": base64.b64encode(data).decode()},
-             "thoughtSignature": "x"},
+             "thoughtSignature": signature(signature_chars(catalog.FLASH, "image"), f"seed/{n}/i")},
         ]}
         out.append(pack_content(content, blobs))
     return out
-
-
-def _signed(template: dict[str, Any]) -> dict[str, Any]:
-    content = copy.deepcopy(template)
-    for part in content["parts"]:
-        if "thoughtSignature" in part:
-            part["thoughtSignature"] = new_signature()
-    return content
 
 
 async def seed(data_dir: Path, photo_dir: Path, sessions: int, versions: int) -> list[int]:
@@ -88,7 +84,7 @@ async def seed(data_dir: Path, photo_dir: Path, sessions: int, versions: int) ->
                 await store.audit(session.id, "bench", "edit", "ok", turn=turn.id, references=0)
                 await store.mark_running(turn.id, parent)
                 n = (s + v) % len(templates)
-                await store.finish_turn(turn, TurnState.DONE, model_content=_signed(templates[n]),
+                await store.finish_turn(turn, TurnState.DONE, model_content=templates[n],
                                         image_blob=image_of[n], image_mime="image/jpeg",
                                         text_reply="Here is the edited image.", usage=usage)
                 parent = turn.id

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     # not pass 20 MB, the most a request carries (research section 4).
     context_max_tokens: int = Field(default=32_000, ge=2_000, le=1_000_000,
                                     alias="THREADEDIT_CONTEXT_MAX_TOKENS")
-    context_max_mb: float = Field(default=10.0, ge=1.0, le=20.0, alias="THREADEDIT_CONTEXT_MAX_MB")
+    context_max_mb: float = Field(default=18.0, ge=1.0, le=20.0, alias="THREADEDIT_CONTEXT_MAX_MB")
     # Ask Gemini's countTokens before sending a request whose estimate is past half the budget.
     gemini_count_tokens: bool = Field(default=False, alias="GEMINI_COUNT_TOKENS")
     # Send reference images through the Files API (uploaded once, reused for up to 48 hours).
@@ -142,6 +142,8 @@ class Settings(BaseSettings):
             raise ValueError("must name a model id or one of the aliases flash, pro")
         try:
             return catalog.check_model(v)
+        except catalog.ModelRetired as exc:
+            raise ValueError(exc.instead) from None
         except catalog.SettingRejected:
             raise ValueError(f"must be flash, pro or a Gemini image model id such as {catalog.PRO}") from None
 

@@ -32,7 +32,7 @@ from PIL import Image
 from bot import catalog
 from bot.domain import Turn, TurnKind
 from bot.gemini.contents import build_contents
-from bot.storage.blobs import BLOB_PREFIX, BlobStore, inline_data
+from bot.storage.blobs import BLOB_PREFIX, SIGNATURE_KEYS, BlobStore, inline_data
 
 Content = dict[str, Any]
 
@@ -49,7 +49,7 @@ class ContextBudget:
     model with a small window (2.5 Flash Image: 32,768) re-anchors sooner."""
 
     max_tokens: int = 32_000
-    max_bytes: int = 10_000_000
+    max_bytes: int = 18_000_000
     # Ask the API's countTokens (free, one more round trip) when the estimate is past half the
     # budget, instead of trusting the estimate alone.
     count_tokens: bool = False
@@ -124,6 +124,11 @@ class ContextPlanner:
         extra_bytes = 0
         for content in contents:
             for part in content.get("parts") or []:
+                for key in SIGNATURE_KEYS:  # a signature in the blob store: its base64's length
+                    ref = part.get(key) if isinstance(part, dict) else None
+                    if isinstance(ref, str) and ref.startswith(BLOB_PREFIX):
+                        size = self.blobs.path(ref[len(BLOB_PREFIX):]).stat().st_size
+                        extra_bytes += 4 * math.ceil(size / 3) - len(ref)
                 text = part.get("text") if isinstance(part, dict) else None
                 if isinstance(text, str):
                     tokens += math.ceil(len(text) / 4)

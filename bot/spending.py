@@ -18,8 +18,10 @@ from bot.domain import OperationRefused, Session, SessionKey, Turn
 from bot.storage.usage import UsageLedger, hour_ago
 
 # USD per million input tokens (research §5). The sources disagree on 3.1 Flash ($0.25 or
-# $0.50): the higher is used, so the budget errs on the safe side.
-INPUT_USD_PER_MILLION = {catalog.FLASH: 0.50, catalog.PRO: 2.00, catalog.FLASH_25: 0.30}
+# $0.50): the higher is used, so the budget errs on the safe side. Lite's is from third parties
+# (interactions-api.md 6.1); models without a price here are charged the highest.
+INPUT_USD_PER_MILLION = {catalog.FLASH: 0.50, catalog.PRO: 2.00, catalog.FLASH_LITE: 0.25,
+                         catalog.FLASH_25: 0.30}
 
 
 @dataclass(frozen=True)

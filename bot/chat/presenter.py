@@ -78,7 +78,7 @@ def help_text(offline: bool) -> str:
         "Reply in this thread to edit the latest version; attach images to use them as references.",
         "Buttons or reactions on a version: ↩️ undo (on an older version: go back to it), "
         "🔁 retry, ✅ approve (remove it to withdraw), 4K renders it larger.",
-        "Commands: `aspect 16:9`, `size 2K`, `model pro` (or `flash`), `history`, `help`.",
+        "Commands: `aspect 16:9`, `size 2K`, `model pro` (or `flash`, `lite`), `history`, `help`.",
     ]
     if offline:
         words = ", ".join(example for example, _ in VOCABULARY)

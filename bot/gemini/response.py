@@ -45,8 +45,11 @@ class Outcome:
 
 
 def _reply_text(parts: list[dict[str, Any]]) -> str | None:
+    """The model's words beside its image. A part without a letter or digit is dropped: real
+    edits come back with a lone "`" beside the image (recording g08), which is no message."""
     texts = [p["text"].strip() for p in parts
-             if isinstance(p.get("text"), str) and not p.get("thought") and p["text"].strip()]
+             if isinstance(p.get("text"), str) and not p.get("thought")
+             and any(ch.isalnum() for ch in p["text"])]
     return "\n".join(texts) or None
 
 

@@ -1,9 +1,11 @@
 """Content-addressed image bytes beside the database, and the blob references in stored JSON.
 
-A stored model response keeps its exact JSON shape; only each canonical base64 `data` string is
-swapped for `blob:<key>`. ':' is not in the base64 alphabet, so a reference can never be
-mistaken for image data. A string that is not canonical base64 is kept as it came, so the
-rebuilt JSON is always identical to what was received.
+A stored model response keeps its exact JSON shape; only each canonical base64 `data` string,
+and each `thoughtSignature` of SIGNATURE_MIN_CHARS or more, is swapped for `blob:<key>`. ':' is
+not in the base64 alphabet, so a reference can never be mistaken for data. A string that is not
+canonical base64 is kept as it came, so the rebuilt JSON is always identical to what was
+received. Signatures go to the store because Gemini 3 signs each part with 0.6 to 2.9 MB of
+them: kept in the row, every load of a session parsed megabytes per turn it ever had.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 BLOB_PREFIX = "blob:"
+SIGNATURE_KEYS = ("thoughtSignature", "thought_signature")
+SIGNATURE_MIN_CHARS = 1024  # smaller ones cost less in the row than a file would
 _EXT = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif",
         "image/heic": "heic", "image/heif": "heif"}
 
@@ -79,43 +83,60 @@ def inline_data(part: dict[str, Any]) -> dict[str, Any] | None:
     return inline if isinstance(inline, dict) else None
 
 
+def _is_ref(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(BLOB_PREFIX)
+
+
 def pack_content(content: dict[str, Any], blobs: BlobStore) -> dict[str, Any]:
-    """A copy of a Gemini content object with image data moved into the blob store."""
+    """A copy of a Gemini content object with image data and large signatures moved into the
+    blob store."""
     out = dict(content)
     parts = []
     for part in content.get("parts") or []:
-        inline = inline_data(part) if isinstance(part, dict) else None
-        data = inline.get("data") if inline else None
-        raw = _canonical_bytes(data) if isinstance(data, str) else None
-        if inline is None or raw is None:
-            parts.append(part)
-            continue
-        mime = str(inline.get("mimeType", inline.get("mime_type", "")))
-        key_name = "inlineData" if "inlineData" in part else "inline_data"
-        new_inline = {k: (BLOB_PREFIX + blobs.put(raw, mime) if k == "data" else v)
-                      for k, v in inline.items()}
-        parts.append({k: (new_inline if k == key_name else v) for k, v in part.items()})
+        parts.append(_pack_part(part, blobs) if isinstance(part, dict) else part)
     if "parts" in content:
         out["parts"] = parts
     return out
 
 
+def _pack_part(part: dict[str, Any], blobs: BlobStore) -> dict[str, Any]:
+    out = {}
+    for key, value in part.items():
+        if key in ("inlineData", "inline_data") and isinstance(value, dict):
+            data = value.get("data")
+            raw = _canonical_bytes(data) if isinstance(data, str) else None
+            if raw is not None:
+                mime = str(value.get("mimeType", value.get("mime_type", "")))
+                value = {k: (BLOB_PREFIX + blobs.put(raw, mime) if k == "data" else v)
+                         for k, v in value.items()}
+        elif key in SIGNATURE_KEYS and isinstance(value, str) and len(value) >= SIGNATURE_MIN_CHARS:
+            raw = _canonical_bytes(value)
+            if raw is not None:
+                value = BLOB_PREFIX + blobs.put(raw, "application/octet-stream")
+        out[key] = value
+    return out
+
+
 def unpack_content(content: dict[str, Any], blobs: BlobStore) -> dict[str, Any]:
-    """The exact content object that was packed, image data read back from the blob store."""
+    """The exact content object that was packed, image data and signatures read back."""
     out = dict(content)
     if "parts" not in content:
         return out
     parts = []
     for part in content["parts"]:
-        inline = inline_data(part) if isinstance(part, dict) else None
-        data = inline.get("data") if inline else None
-        if inline is None or not (isinstance(data, str) and data.startswith(BLOB_PREFIX)):
+        if not isinstance(part, dict):
             parts.append(part)
             continue
-        key_name = "inlineData" if "inlineData" in part else "inline_data"
-        key = data[len(BLOB_PREFIX):]
-        new_inline = {k: (blobs.b64(key) if k == "data" else v) for k, v in inline.items()}
-        parts.append({k: (new_inline if k == key_name else v) for k, v in part.items()})
+        new = {}
+        for key, value in part.items():
+            if key in ("inlineData", "inline_data") and isinstance(value, dict) and _is_ref(
+                    value.get("data")):
+                value = {k: (blobs.b64(v[len(BLOB_PREFIX):]) if k == "data" else v)
+                         for k, v in value.items()}
+            elif key in SIGNATURE_KEYS and _is_ref(value):
+                value = blobs.b64(value[len(BLOB_PREFIX):])
+            new[key] = value
+        parts.append(new)
     out["parts"] = parts
     return out
 
@@ -141,17 +162,22 @@ def encode_unpacked(value: Any, blobs: BlobStore) -> EncodedBody:
     nonce = secrets.token_hex(16)
     keys: list[str] = []
 
+    def mark(ref: str) -> str:
+        keys.append(ref[len(BLOB_PREFIX):])
+        return f"{nonce}{len(keys) - 1}"
+
     def swap(node: Any) -> Any:
+        # Items in their order, so the markers appear in the skeleton in the order of `keys`.
         if isinstance(node, dict):
-            inline = inline_data(node)
-            data = inline.get("data") if inline else None
-            if inline is not None and isinstance(data, str) and data.startswith(BLOB_PREFIX):
-                keys.append(data[len(BLOB_PREFIX):])
-                marked = {k: (f"{nonce}{len(keys) - 1}" if k == "data" else v)
-                          for k, v in inline.items()}
-                name = "inlineData" if "inlineData" in node else "inline_data"
-                return {k: (marked if k == name else swap(v)) for k, v in node.items()}
-            return {k: swap(v) for k, v in node.items()}
+            out = {}
+            for k, v in node.items():
+                if k in ("inlineData", "inline_data") and isinstance(v, dict) and _is_ref(v.get("data")):
+                    out[k] = {ik: (mark(iv) if ik == "data" else iv) for ik, iv in v.items()}
+                elif k in SIGNATURE_KEYS and _is_ref(v):
+                    out[k] = mark(v)
+                else:
+                    out[k] = swap(v)
+            return out
         if isinstance(node, list):
             return [swap(v) for v in node]
         return node
@@ -168,10 +194,10 @@ def encode_unpacked(value: Any, blobs: BlobStore) -> EncodedBody:
 
 
 class EncodedBody:
-    """A JSON request body whose images are read from the blob store as it is sent, a chunk at a
-    time: a 10 MB request waiting 30 s on the model holds kilobytes, not its images. It can be
-    read any number of times (a retried request sends it again) and knows its length up front
-    (an HTTP Content-Length)."""
+    """A JSON request body whose images and signatures are read from the blob store as it is
+    sent, a chunk at a time: a 10 MB request waiting 30 s on the model holds kilobytes, not its
+    images. It can be read any number of times (a retried request sends it again) and knows its
+    length up front (an HTTP Content-Length)."""
 
     CHUNK = 3 * 64 * 1024  # raw bytes per base64 piece; a multiple of 3, so pieces concatenate
 

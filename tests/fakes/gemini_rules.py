@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import io
 import json
 import re
@@ -17,23 +18,27 @@ from typing import Any
 
 from PIL import Image
 
-PRO, FLASH31, FLASH25 = "gemini-3-pro-image", "gemini-3.1-flash-image", "gemini-2.5-flash-image"
-KNOWN_MODELS = (FLASH31, PRO, FLASH25)
-GEMINI3 = frozenset({PRO, FLASH31})
-INPUT_LIMIT = {PRO: 65536, FLASH31: 131072, FLASH25: 32768}
-# countTokens estimate (documented): text = len(text) // 4 per text part; each image a flat amount.
-IMAGE_INPUT_TOKENS = {PRO: 560, FLASH31: 1120, FLASH25: 258}
-# Output tokens per generated image, by imageSize ("" = 2.5 Flash Image, which has no imageSize).
+PRO, FLASH31, FLASH_LITE = (
+    "gemini-3-pro-image", "gemini-3.1-flash-image", "gemini-3.1-flash-lite-image")
+FLASH25 = "gemini-2.5-flash-image"  # shut down on 2026-10-02: answered 404 like the preview ids
+KNOWN_MODELS = (FLASH31, PRO, FLASH_LITE)
+GEMINI3 = frozenset(KNOWN_MODELS)
+INPUT_LIMIT = {PRO: 65536, FLASH31: 131072, FLASH_LITE: 65536}
+# countTokens estimate (documented): text = len(text) // 4 per text part; each image a flat amount
+# (3.1 Flash and Lite publish none: their 1K output's 1120, as the bot's planner assumes).
+IMAGE_INPUT_TOKENS = {PRO: 560, FLASH31: 1120, FLASH_LITE: 1120}
+# Output tokens per generated image, by imageSize.
 IMAGE_OUTPUT_TOKENS = {
     PRO: {"1K": 1120, "2K": 1120, "4K": 2000},
     FLASH31: {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520},
-    FLASH25: {"": 1290},
+    FLASH_LITE: {"1K": 1120},
 }
-IMAGE_SIZES = {PRO: ("1K", "2K", "4K"), FLASH31: ("512", "1K", "2K", "4K"), FLASH25: ()}
+IMAGE_SIZES = {PRO: ("1K", "2K", "4K"), FLASH31: ("512", "1K", "2K", "4K"), FLASH_LITE: ("1K",)}
 _BASE_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 ASPECT_RATIOS = {
     PRO: _BASE_RATIOS,
-    FLASH25: _BASE_RATIOS,
+    # Lite: the Gemini API's card lists these 10; Vertex adds the four extreme ones (research).
+    FLASH_LITE: _BASE_RATIOS,
     FLASH31: _BASE_RATIOS + ("1:4", "4:1", "1:8", "8:1"),
 }
 # 1K pixel sizes of Gemini 3 image models; "512"/2K/4K are x0.5/x2/x4 (matches the research tables).
@@ -43,12 +48,7 @@ PIXELS_1K_G3 = {
     "16:9": (1376, 768), "21:9": (1584, 672), "1:4": (512, 2048), "4:1": (2048, 512),
     "1:8": (384, 3072), "8:1": (3072, 384),
 }
-PIXELS_25 = {
-    "1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184),
-    "4:3": (1184, 864), "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344),
-    "16:9": (1344, 768), "21:9": (1536, 672),
-}
-SIZE_FACTOR = {"512": 0.5, "1K": 1.0, "2K": 2.0, "4K": 4.0, "": 1.0}
+SIZE_FACTOR = {"512": 0.5, "1K": 1.0, "2K": 2.0, "4K": 4.0}
 IMAGE_MIME_TYPES = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
 
 # ---- error texts (markers: see the module docstring) ----
@@ -301,14 +301,14 @@ def decode_image(data_b64: str, mime: str) -> tuple[int, int]:
 
 # ---- 6. imageConfig ----------------------------------------------------------------------------
 def check_image_config(model: str, config: dict[str, Any]) -> tuple[str | None, str]:
-    """Validate imageConfig; return (aspectRatio or None, imageSize; "" for 2.5 Flash Image)."""
+    """Validate imageConfig; return (aspectRatio or None, imageSize)."""
     size = config.get("imageSize")
     if size is not None and size not in IMAGE_SIZES[model]:
         raise bad_request(MSG_INVALID_ARGUMENT)
     ratio = config.get("aspectRatio")
     if ratio is not None and ratio not in ASPECT_RATIOS[model]:
         raise bad_request(MSG_INVALID_ARGUMENT)
-    return ratio, size or ("" if model == FLASH25 else "1K")
+    return ratio, size or "1K"
 
 
 def nearest_ratio(model: str, width: int, height: int) -> str:
@@ -320,19 +320,35 @@ def nearest_ratio(model: str, width: int, height: int) -> str:
 
 
 def output_pixels(model: str, ratio: str, size: str, scale: float) -> tuple[int, int]:
-    w, h = (PIXELS_25 if model == FLASH25 else PIXELS_1K_G3)[ratio]
+    w, h = PIXELS_1K_G3[ratio]
     factor = SIZE_FACTOR[size] * scale
     return max(16, round(w * factor)), max(16, round(h * factor))
 
 
 # ---- 7. model turns: thought signatures --------------------------------------------------------
-def check_model_turns(
-    contents: list[dict[str, Any]], issued: list[dict[str, Any]], signed: dict[str, dict[str, Any]]
-) -> None:
-    """Gemini 3 strict validation: every model content must be one this server issued, verbatim.
+class Issued:
+    """The model contents this server answered with, and every part that carried a signature:
+    what a later request's model turns must replay verbatim (compared as parsed JSON)."""
 
-    `signed` maps each issued thoughtSignature to the exact part that carried it.
-    """
+    def __init__(self) -> None:
+        self.contents: list[dict[str, Any]] = []
+        self._parts: dict[str, dict[str, Any]] = {}  # signature -> the exact part that carried it
+
+    def add(self, content: dict[str, Any]) -> None:
+        self.contents.append(copy.deepcopy(content))
+        for part in content.get("parts", []):
+            if "thoughtSignature" in part:
+                self._parts[part["thoughtSignature"]] = copy.deepcopy(part)
+
+    def has_content(self, content: dict[str, Any]) -> bool:
+        return content in self.contents
+
+    def has_part(self, signature: str, part: dict[str, Any]) -> bool:
+        return self._parts.get(signature) == part
+
+
+def check_model_turns(contents: list[dict[str, Any]], issued: Issued) -> None:
+    """Gemini 3 strict validation: every model content must be one this server issued, verbatim."""
     for i, content in enumerate(contents):
         if content.get("role") != "model":
             continue
@@ -347,9 +363,9 @@ def check_model_turns(
                 raise bad_request(MSG_TEXT_SIG.format(i=i + 1, j=j + 1))
         for part in parts:
             sig = part.get("thoughtSignature")
-            if sig is not None and signed.get(sig) != part:
+            if sig is not None and not issued.has_part(sig, part):
                 raise bad_request(MSG_BAD_SIG.format(i=i))
-        if content not in issued:
+        if not issued.has_content(content):
             raise bad_request(MSG_BAD_SIG.format(i=i))
 
 

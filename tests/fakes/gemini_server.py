@@ -17,8 +17,15 @@ Order of checks for generateContent (first failure wins, every request is record
 Step 7 compares parsed JSON: key order and snake_case spellings don't matter; anything else
 (dropped thought parts, re-encoded images, url-safe signatures, dummy signatures) does.
 Only then is a `script` entry consumed (so a scripted 429 never hides an invalid request);
-an empty script means a normal success. `hold` (an asyncio.Event) keeps every answer back
-until it is set; `in_flight` and `max_in_flight` count generateContent calls answered at once.
+an empty script means a normal success.
+
+Signatures are as large as real ones (gemini_recorded.SIGNATURE_CHARS: 0.6 MB a part on 3.1
+Flash, 1.1 MB on 3 Pro, 2.9 MB on an image-only 3 Pro answer), deterministic pseudo-random
+base64, so a request replaying history weighs what it weighs against Google.
+`Behaviour.recorded` answers with a recorded body verbatim (gemini_recorded.recorded_body) and
+holds its model turn to the same verbatim-replay rule as the fake's own answers.
+`hold` (an asyncio.Event) keeps every answer back until it is set; `in_flight` and
+`max_in_flight` count generateContent calls answered at once.
 
 The Files API (upload, get, delete; expiry on a movable clock) is gemini_files.FakeFiles, reached
 as `files_api`; `files`, `uploads` and `expire_files()` are shortcuts to it.
@@ -28,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import hashlib
 import io
 import json
@@ -42,6 +48,7 @@ from PIL import Image, ImageDraw
 
 from tests.fakes import gemini_rules as rules
 from tests.fakes.gemini_files import FakeFiles, StoredFile
+from tests.fakes.gemini_recorded import PartKind, signature, signature_chars
 from tests.fakes.gemini_rules import GeminiError
 
 _HELP = "https://ai.google.dev/gemini-api/docs/rate-limits"
@@ -126,17 +133,15 @@ class Behaviour:
         return cls("raw", status, body=body, content_type=content_type)
 
     @classmethod
+    def recorded(cls, body: bytes, status: int = 200) -> Behaviour:
+        """Exactly these bytes (a real answer); a 200's candidates[0].content becomes an issued
+        model turn, which later requests must replay verbatim."""
+        return cls("recorded", status, body=body)
+
+    @classmethod
     def empty_candidates(cls) -> Behaviour:
         """200 with "candidates": [] and usageMetadata."""
         return cls("empty_candidates")
-
-
-def new_signature() -> str:
-    """A random standard-base64 signature that always has '+', '/' and '=' padding."""
-    while True:
-        sig = base64.b64encode(os.urandom(130)).decode()  # 130 bytes -> '==' padding
-        if "+" in sig and "/" in sig:
-            return sig
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -149,6 +154,7 @@ class FakeGemini:
     def __init__(self, api_key: str = "test-key", *, image_scale: float = 0.125) -> None:
         self.api_key = api_key
         self.image_scale = image_scale
+        self._signatures_made = 0  # seeds the next signature: the same answers every run
         # When set, the next final image is exactly these bytes (mime type, data): e.g. one
         # larger than a chat platform's upload limit.
         self.next_image: tuple[str, bytes] | None = None
@@ -160,7 +166,7 @@ class FakeGemini:
         self.extra_tokens_per_image = 0
         self.files_api = FakeFiles(self._auth)
         self.script: list[Behaviour] = []
-        self.issued: list[dict[str, Any]] = []
+        self.ledger = rules.Issued()  # the model turns answered, which replays must match
         # generateContent calls being answered right now, and the most there ever were at once:
         # what a cap on concurrent model calls is checked against.
         self.in_flight = 0
@@ -168,7 +174,6 @@ class FakeGemini:
         # When an Event, every generateContent answer waits until it is set (after the checks,
         # like Behaviour.slow): a test decides when the model "finishes". None: answer at once.
         self.hold: asyncio.Event | None = None
-        self._signed: dict[str, dict[str, Any]] = {}  # signature -> the exact part that carried it
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
 
@@ -189,6 +194,11 @@ class FakeGemini:
         port = self._runner.addresses[0][1]
         self.base_url = f"http://127.0.0.1:{port}"
         self.files_api.base_url = self.base_url
+
+    @property
+    def issued(self) -> list[dict[str, Any]]:
+        """Every model content answered (copies), in order."""
+        return self.ledger.contents
 
     @property
     def files(self) -> dict[str, StoredFile]:
@@ -341,7 +351,7 @@ class FakeGemini:
         gen_config = body.get("generationConfig", {})
         ratio, size = rules.check_image_config(model, gen_config.get("imageConfig", {}))
         if model in rules.GEMINI3:
-            rules.check_model_turns(contents, self.issued, self._signed)
+            rules.check_model_turns(contents, self.ledger)
         text_tokens, image_tokens = self._count(model, contents)
         if text_tokens + image_tokens > rules.INPUT_LIMIT[model]:
             raise rules.bad_request(rules.MSG_TOO_MANY_TOKENS.format(
@@ -373,7 +383,9 @@ class FakeGemini:
     # ---- answers ------------------------------------------------------------------------------
     def _answer(self, b: Behaviour, ctx: _Context, modalities: list[str]) -> web.Response:
         headers = {"x-fake-turns": str(ctx.turns)}
-        if b.kind == "raw":
+        if b.kind in ("raw", "recorded"):
+            if b.kind == "recorded" and b.status == 200:
+                self._remember_recorded(b.body)
             return web.Response(status=b.status, body=b.body, headers={
                 **headers, "Content-Type": b.content_type})
         if b.kind == "rate_limited":
@@ -407,35 +419,42 @@ class FakeGemini:
                 candidate["finishMessage"] = b.message
         elif b.kind == "text_only" or "IMAGE" not in modalities:
             text = b.text or f"I can't draw that right now (turn {ctx.turns})."
-            candidate["content"]["parts"] = [self._sign({"text": text}, ctx)]
+            candidate["content"]["parts"] = [self._sign({"text": text}, ctx, "text")]
         else:
             candidate["content"]["parts"] = self._image_parts(ctx, "TEXT" in modalities)
-        self.issued.append(copy.deepcopy(candidate["content"]))
+        self.ledger.add(candidate["content"])
         return candidate
 
-    def _sign(self, part: dict[str, Any], ctx: _Context) -> dict[str, Any]:
+    def _sign(self, part: dict[str, Any], ctx: _Context, kind: PartKind) -> dict[str, Any]:
         if ctx.model in rules.GEMINI3:
-            part["thoughtSignature"] = new_signature()
-            self._signed[part["thoughtSignature"]] = copy.deepcopy(part)
+            self._signatures_made += 1
+            part["thoughtSignature"] = signature(signature_chars(ctx.model, kind),
+                                                 f"{ctx.model}/{self._signatures_made}/{kind}")
         return part
 
+    def _remember_recorded(self, body: bytes) -> None:
+        try:
+            content = json.loads(body)["candidates"][0]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return  # a block, an error or a cut-off body: nothing to replay
+        if content.get("parts"):
+            self.ledger.add(content)
+
     def _image_parts(self, ctx: _Context, with_text: bool) -> list[dict[str, Any]]:
-        g3 = ctx.model in rules.GEMINI3
-        image = self._render(ctx, "JPEG" if g3 else "PNG")
-        final = {"inlineData": {"mimeType": "image/jpeg" if g3 else "image/png", "data": image}}
+        # Gemini 3 models answer JPEG, after an interim thought (a text and a sketch, unsigned).
+        final = {"inlineData": {"mimeType": "image/jpeg", "data": self._render(ctx, "JPEG")}}
         if self.next_image is not None:
             mime, data = self.next_image
             self.next_image = None
             final = {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}}
-        parts: list[dict[str, Any]] = []
-        if g3:
-            parts.append({"text": f"**Planning turn {ctx.turns}**\n\nComposing the edit.",
-                          "thought": True})
-            sketch = self._render(ctx, "PNG", sketch=True)
-            parts.append({"inlineData": {"mimeType": "image/png", "data": sketch}, "thought": True})
+        sketch = self._render(ctx, "PNG", sketch=True)
+        parts: list[dict[str, Any]] = [
+            {"text": f"**Planning turn {ctx.turns}**\n\nComposing the edit.", "thought": True},
+            {"inlineData": {"mimeType": "image/png", "data": sketch}, "thought": True}]
         if with_text:
-            parts.append(self._sign({"text": f"Here is the edited image (turn {ctx.turns})."}, ctx))
-        parts.append(self._sign(final, ctx))
+            parts.append(self._sign({"text": f"Here is the edited image (turn {ctx.turns})."},
+                                    ctx, "text"))
+        parts.append(self._sign(final, ctx, "image" if with_text else "image_only"))
         return parts
 
     def _render(self, ctx: _Context, fmt: str, sketch: bool = False) -> str:

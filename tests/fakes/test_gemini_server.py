@@ -6,6 +6,7 @@ import asyncio
 import base64
 import copy
 import io
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,10 +15,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.fakes import gemini_recorded
 from tests.fakes import gemini_rules as rules
+from tests.fakes.gemini_recorded import recorded_body
 from tests.fakes.gemini_server import Behaviour, FakeGemini
 
-PRO, FLASH31, FLASH25 = rules.PRO, rules.FLASH31, rules.FLASH25
+PRO, FLASH31, LITE = rules.PRO, rules.FLASH31, rules.FLASH_LITE
 Json = dict[str, Any]
 
 
@@ -96,6 +99,8 @@ async def test_success_shape_gemini3(fake: FakeGemini, client: httpx.AsyncClient
     assert text["text"].startswith("Here is") and text["thoughtSignature"]
     assert final["inlineData"]["mimeType"] == "image/jpeg"
     assert decode(final).format == "JPEG" and decode(final).size == (128, 128)
+    # Real sizes: 3 Pro signs its text and its image with about 1.1 MB each (recording g02).
+    assert [len(text["thoughtSignature"]), len(final["thoughtSignature"])] == [1_100_216, 1_098_588]
     for sig in (text["thoughtSignature"], final["thoughtSignature"]):
         assert "+" in sig and "/" in sig and sig.endswith("=")
         base64.b64decode(sig, validate=True)
@@ -111,11 +116,42 @@ async def test_success_shape_gemini3(fake: FakeGemini, client: httpx.AsyncClient
     assert record.body == {"contents": [user("a cat")]} and record.raw.startswith(b"{")
 
 
-async def test_success_gemini25_has_no_thoughts_or_signatures(client: httpx.AsyncClient) -> None:
-    response = await gen(client, {"contents": [user("a dog")]}, FLASH25)
-    parts = response.json()["candidates"][0]["content"]["parts"]
-    assert [sorted(p) for p in parts] == [["text"], ["inlineData"]]
-    assert parts[1]["inlineData"]["mimeType"] == "image/png" and decode(parts[1]).format == "PNG"
+@pytest.mark.parametrize(("model", "modalities", "sizes"), [
+    (PRO, ["IMAGE"], [2_909_844]),  # recording g04: an image-only 3 Pro answer
+    (FLASH31, ["TEXT", "IMAGE"], [597_616, 597_616]),  # recording g11's image signature
+    (LITE, ["IMAGE"], [597_616]),
+])
+async def test_signatures_have_the_recorded_sizes(
+    client: httpx.AsyncClient, model: str, modalities: list[str], sizes: list[int]
+) -> None:
+    body = {"contents": [user("x")], "generationConfig": {"responseModalities": modalities}}
+    parts = (await gen(client, body, model)).json()["candidates"][0]["content"]["parts"]
+    assert [len(p["thoughtSignature"]) for p in parts if "thoughtSignature" in p] == sizes
+
+
+def test_signature_sizes_are_the_recorded_ones() -> None:
+    def lengths(name: str) -> list[int]:
+        text = next(gemini_recorded.FIXTURES.glob(f"{name}_*")).read_text()
+        return [int(n) for n in re.findall(r"thoughtSignature: (\d+) base64|signature; length=(\d+)",
+                                           text) for n in n if n]
+
+    pro = gemini_recorded.SIGNATURE_CHARS[PRO]
+    assert lengths("g02") == [pro["text"], pro["image"]]
+    assert lengths("g04") == [pro["image_only"]]
+    assert lengths("g11") == [gemini_recorded.SIGNATURE_CHARS[FLASH31]["image_only"]]
+
+
+async def test_signatures_are_the_same_every_run() -> None:
+    async def signatures(fake: FakeGemini) -> list[str]:
+        async with httpx.AsyncClient(base_url=fake.base_url, timeout=10,
+                                     headers={"x-goog-api-key": "test-key"}) as c:
+            response = await gen(c, {"contents": [user("a cat")]})
+        return [p["thoughtSignature"] for p in response.json()["candidates"][0]["content"]["parts"]
+                if "thoughtSignature" in p]
+
+    async with FakeGemini() as one, FakeGemini() as two:
+        first, again = await signatures(one), await signatures(two)
+    assert first == again and first[0] != first[1]
 
 
 async def test_response_modalities(client: httpx.AsyncClient) -> None:
@@ -152,7 +188,7 @@ async def test_image_is_deterministic_per_request(client: httpx.AsyncClient) -> 
         (PRO, {"imageSize": "4K"}, (512, 512)),
         (FLASH31, {"aspectRatio": "1:8"}, (48, 384)),
         (FLASH31, {"imageSize": "512"}, (64, 64)),
-        (FLASH25, {"aspectRatio": "21:9"}, (192, 84)),
+        (LITE, {"aspectRatio": "21:9"}, (198, 84)),
     ],
 )
 async def test_output_size_follows_image_config(
@@ -195,7 +231,8 @@ async def test_missing_key_is_403(fake: FakeGemini) -> None:
 
 
 @pytest.mark.parametrize(
-    "model", ["gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview", "gemini-pro"]
+    "model", ["gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview", "gemini-pro",
+              rules.FLASH25]
 )
 async def test_unknown_or_retired_model_is_404(client: httpx.AsyncClient, model: str) -> None:
     response = await gen(client, {"contents": [user("x")]}, model)
@@ -346,9 +383,9 @@ async def test_bad_base64_and_undecodable_images(client: httpx.AsyncClient) -> N
         (FLASH31, {"imageSize": "512"}, True),
         (FLASH31, {"aspectRatio": "1:8"}, True),
         (PRO, {"aspectRatio": "1:8"}, False),
-        (FLASH25, {"aspectRatio": "4:1"}, False),
-        (FLASH25, {"imageSize": "1K"}, False),
-        (FLASH25, {"aspectRatio": "9:16"}, True),
+        (LITE, {"aspectRatio": "4:1"}, False),
+        (LITE, {"imageSize": "2K"}, False),
+        (LITE, {"imageSize": "1K", "aspectRatio": "9:16"}, True),
         (PRO, {"aspectRatio": "16:10"}, False),
     ],
 )
@@ -466,11 +503,32 @@ async def test_signature_errors_report_later_content_index(client: httpx.AsyncCl
         "content position 4, part position 4.")
 
 
-async def test_gemini25_model_turns_not_signature_checked(client: httpx.AsyncClient) -> None:
-    fake_turn = {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png",
-                                                            "data": image_b64()}}]}
-    body = {"contents": [user("x"), fake_turn, user("edit it")]}
-    assert (await gen(client, body, FLASH25)).status_code == 200
+async def test_recorded_answer_is_sent_verbatim_and_must_be_replayed_verbatim(
+    fake: FakeGemini, client: httpx.AsyncClient
+) -> None:
+    recorded = recorded_body("g02")
+    fake.script.append(Behaviour.recorded(recorded))
+    body = {"contents": [user("a story")]}
+    response = await gen(client, body)
+    assert response.content == recorded and len(recorded) == 3_336_384  # the recording's size
+    content = response.json()["candidates"][0]["content"]
+    assert (await gen(client, second_turn(body, content))).status_code == 200
+    bad = copy.deepcopy(content)
+    sig = bad["parts"][1]["thoughtSignature"]
+    bad["parts"][1]["thoughtSignature"] = sig[:10] + _other_b64_char(sig[10]) + sig[11:]
+    assert error(await gen(client, second_turn(body, bad)))["message"] == rules.MSG_BAD_SIG.format(
+        i=1)
+
+
+async def test_recorded_unsigned_answer_cannot_be_replayed_to_gemini3(
+    fake: FakeGemini, client: httpx.AsyncClient
+) -> None:
+    fake.script.append(Behaviour.recorded(recorded_body("g08")))  # a 2.5 answer: no signatures
+    body = {"contents": [user("x")]}
+    content = (await gen(client, body)).json()["candidates"][0]["content"]
+    assert content["parts"][0] == {"text": "`"}
+    assert error(await gen(client, second_turn(body, content)))["message"] == (
+        "Text part is missing a thought_signature in content position 2, part position 1.")
 
 
 # ---- 8. token limit and countTokens -------------------------------------------------------------
