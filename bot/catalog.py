@@ -161,6 +161,22 @@ def label_for(model: str) -> str:
     return spec_for(model).label
 
 
+LARGEST_SIZE = "4K"
+OFFLINE_ENGINE_LABEL = "The offline engine"
+
+
+def renders_larger(model: str, image_size: str | None) -> bool:
+    """Whether a 4K render of a version made at `image_size` makes something new: not when the
+    version is already 4K, nor when the model cannot render 4K (it would be refused)."""
+    return (normalise_size(image_size or "1K") != LARGEST_SIZE
+            and LARGEST_SIZE in spec_for(model).image_sizes)
+
+
+def answered_by(model: str, offline: bool) -> str:
+    """Who gave an answer: the offline engine is not Gemini, so its words are not Gemini's."""
+    return OFFLINE_ENGINE_LABEL if offline else label_for(model)
+
+
 def normalise_size(size: str) -> str:
     """Accept what people type ('2k', '4K', '512px') and return the API's exact spelling."""
     s = size.strip().upper().removesuffix("PX")

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
+from bot import catalog
 from bot.allocator import tune_allocator
 from bot.app import App, open_app
 from bot.config import ConfigError, Settings, load_settings
@@ -203,7 +204,7 @@ def _read_refs(paths: list[Path]) -> list[Attachment]:
     return refs
 
 
-def _print_turn(result: TurnResult, as_json: bool) -> int:
+def _print_turn(result: TurnResult, as_json: bool, offline: bool) -> int:
     if as_json:
         print(json.dumps(result.as_cli_json(), ensure_ascii=False))
     elif result.status == "ok":
@@ -211,7 +212,8 @@ def _print_turn(result: TurnResult, as_json: bool) -> int:
         if result.text:
             print(result.text)
     elif result.status == "text":
-        print(f"Session {result.session_id}: no new version. Gemini said: {result.text}")
+        who = catalog.answered_by(result.model, offline)
+        print(f"Session {result.session_id}: no new version; {who} answered in words: {result.text}")
     else:
         print(f"Session {result.session_id}: {result.message}", file=sys.stderr)
     return 0 if result.status in ("ok", "text") else EXIT_NO_IMAGE
@@ -252,7 +254,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 turn = await svc.submit_edit(target, who, args.instruction, refs, model=args.model,
                                              aspect=args.aspect, size=args.size)
-            code = _print_turn(await svc.run_turn(turn.id), args.json)
+            code = _print_turn(await svc.run_turn(turn.id), args.json, app.engine.name == "local")
             if code == 0 and settings.engine_notice:  # said only when the engine made the answer
                 print(settings.engine_notice, file=sys.stderr)
             return code

@@ -150,6 +150,15 @@ class SessionState:
         return parent.version if parent else None
 
 
+def shown_instruction(turn: Turn, parent_version: int | None) -> str:
+    """What a person asked for, in their words. A 4K turn's instruction is the prompt the service
+    wrote for the model, not something anyone typed: it is named as the request instead."""
+    if turn.kind is TurnKind.UPSCALE:
+        of = f" of v{parent_version}" if parent_version else ""
+        return f"{turn.image_size or '4K'} render{of}"
+    return turn.instruction
+
+
 def path_to(turns: Mapping[int, Turn], head_id: int | None) -> list[Turn]:
     """The versions from the root to `head_id`, in order. Only versions are ever on it."""
     path: list[Turn] = []

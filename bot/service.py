@@ -28,6 +28,7 @@ from bot.domain import (
     TurnState,
     path_to,
     retry_source,
+    shown_instruction,
     undo_target,
 )
 from bot.engine import Engine, EngineError
@@ -249,6 +250,9 @@ class EditService:
             size_ok = catalog.check_size(s.model, size)
         except catalog.SettingRejected as exc:
             raise OperationRefused(str(exc), "bad_setting") from None
+        if catalog.normalise_size(target.image_size or "1K") == size_ok:
+            raise OperationRefused(f"v{target.version} is already {size_ok}; there is nothing larger "
+                                   "to render.", "already_largest")
         text = f"Render this same image at {size_ok} resolution. Change nothing else."
         turn = await self.store.add_turn(
             s, kind=TurnKind.UPSCALE, instruction=text, author=actor,
@@ -326,7 +330,7 @@ class EditService:
         status = {TurnState.DONE: "ok"}.get(turn.state, turn.state.value)
         return TurnResult(
             session_id=turn.session_id, turn_id=turn.id, status=status,  # type: ignore[arg-type]
-            instruction=turn.instruction, author=turn.author, model=turn.model,
+            instruction=shown_instruction(turn, parent_version), author=turn.author, model=turn.model,
             aspect_ratio=turn.aspect_ratio, image_size=turn.image_size, version=turn.version,
             parent_version=parent_version,
             image_path=self.blobs.path(turn.image_blob) if turn.image_blob else None,
@@ -406,7 +410,8 @@ class EditService:
         assert t.version is not None and t.image_blob is not None
         approvers = state.approvers_of(t.id)
         return VersionInfo(
-            version=t.version, parent=state.parent_version(t), instruction=t.instruction,
+            version=t.version, parent=state.parent_version(t),
+            instruction=shown_instruction(t, state.parent_version(t)),
             author=t.author, kind=t.kind.value, approved=bool(approvers), approved_by=approvers,
             image_path=self.blobs.path(t.image_blob), mime=t.image_mime or "image/jpeg",
             model=t.model, aspect_ratio=t.aspect_ratio, image_size=t.image_size,

@@ -111,6 +111,9 @@ async def test_a_version_already_at_4k_offers_no_4k_and_refuses_a_stale_button(b
     await bot.fake.click_button(v1, custom_id(v1, "4K"), BOB)
     [_, v2] = await bot.wait_versions(thread, 2)
     assert labels(v2) == ["Undo", "Retry", "Approve"]
+    # The caption names the request, not the prompt the service wrote for the model.
+    assert "**v2 (from v1)** · 4K render of v1 ·" in v2["content"]
+    assert "Render this same image" not in v2["content"]
     # A 4K button naming v2 (one posted before this rule, or a copied value) pays for nothing.
     requests = len(bot.gemini.requests)
     stale = v1 | {"id": str(int(v1["id"]) + 7777), "components": [
@@ -126,6 +129,14 @@ async def test_a_version_already_at_4k_offers_no_4k_and_refuses_a_stale_button(b
     await bot.fake.user_message(thread, ALICE, "at night")
     [*_, v3] = await bot.wait_versions(thread, 3)
     assert labels(v3) == ["Undo", "Retry", "Approve"]
+    # A model that cannot render 4K offers no 4K at any size.
+    await bot.fake.user_message(thread, ALICE, "size 1K")
+    await bot.wait_text(thread, "Settings: Nano Banana 2 · auto aspect · 1K")
+    await bot.fake.user_message(thread, ALICE, "model lite")
+    await bot.wait_text(thread, "Settings: Nano Banana 2 Lite · auto aspect · 1K")
+    await bot.fake.user_message(thread, ALICE, "in the rain")
+    [*_, v4] = await bot.wait_versions(thread, 4)
+    assert labels(v4) == ["Undo", "Retry", "Approve"]
 
 
 async def test_reactions_revert_retry_approve_and_withdraw(bot: DiscordHarness):

@@ -143,6 +143,13 @@ async def test_retry_makes_a_sibling_and_upscale_a_4k_child(service, gemini):
     big = await service.run_turn((await service.submit_upscale(session.id, "bo", 2)).id)
     assert (big.version, big.parent_version, big.image_size) == (4, 2, "4K")
     assert gemini.requests[-1].body["generationConfig"]["imageConfig"]["imageSize"] == "4K"
+    assert big.instruction == "4K render of v2"  # what was asked, not the prompt written for the model
+    # A 4K render of a 4K version would pay for the same picture again: refused, nothing recorded.
+    sent = len(gemini.requests)
+    with pytest.raises(OperationRefused, match="v4 is already 4K") as refused:
+        await service.submit_upscale(session.id, "bo", 4)
+    assert refused.value.code == "already_largest" and len(gemini.requests) == sent
+    assert [v.version for v in (await service.history(session.id)).versions] == [1, 2, 3, 4]
 
 
 async def test_approvals_are_permitted_recorded_and_withdrawn(store, blobs, gemini):

@@ -184,6 +184,11 @@ async def test_blocked_answers_and_commands_are_plain_sentences(bot: Harness):
     bot.gemini.script.append(Behaviour.finish("IMAGE_SAFETY"))
     await bot.reply("something unsafe", "1700000001.1")
     await eventually(lambda: any("safety filters" in t for t in texts(bot)))
+    # Words only: named after the model that answered, not a failure.
+    bot.gemini.script.append(Behaviour.text_only("Which poster?"))
+    await bot.reply("fix it", "1700000001.15")
+    await eventually(lambda: any(t.endswith("No new version; Nano Banana 2 answered in words: Which poster?")
+                                 for t in texts(bot)))
     await bot.reply("size 2K", "1700000001.2")
     await eventually(lambda: any(t.startswith("Settings: Nano Banana 2") and "2K" in t
                                  for t in texts(bot)))
@@ -192,7 +197,7 @@ async def test_blocked_answers_and_commands_are_plain_sentences(bot: Harness):
     await bot.reply("history", "1700000001.4")
     await eventually(lambda: any(t.startswith("Versions (") for t in texts(bot)))
     await bot.settle()
-    assert len(bot.gemini.requests) == 2
+    assert len(bot.gemini.requests) == 3
 
 
 async def test_restart_between_two_turns_continues_the_session(slack, gemini, data_dir):

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot import catalog
+from bot import catalog, domain
 from bot.chat import presenter
-from bot.domain import SessionState, Turn, TurnKind, TurnState, path_to
+from bot.domain import SessionState, Turn, TurnState, path_to
 from bot.results import TurnResult
 from bot.storage.blobs import blob_keys
 
@@ -23,8 +23,6 @@ PLATFORM_LABELS = {"playground": "Playground", "slack": "Slack", "discord": "Dis
 TITLE_CHARS = 70
 PENDING = (TurnState.QUEUED, TurnState.RUNNING)
 _BOLD = re.compile(r"^\*([^*]+)\*")  # chat's bold version label; the page styles it itself
-OFFLINE_ENGINE = "The offline engine"
-LARGEST_SIZE = "4K"
 
 
 def epoch(iso: str | None) -> float | None:
@@ -149,25 +147,16 @@ def result_of(turn: Turn, state: SessionState) -> TurnResult:
 
 
 def shown_instruction(state: SessionState, turn: Turn) -> str:
-    """What a person asked for, in their words. A 4K turn's instruction is the prompt the service
-    wrote for the model, not something anyone typed: the page names the request instead."""
-    if turn.kind is TurnKind.UPSCALE:
-        parent = state.by_id.get(turn.parent_turn_id) if turn.parent_turn_id else None
-        of = f" of v{parent.version}" if parent is not None and parent.version else ""
-        return f"{turn.image_size or LARGEST_SIZE} render{of}"
-    return turn.instruction
+    return domain.shown_instruction(turn, state.parent_version(turn))
 
 
 def can_upscale(state: SessionState, turn: Turn) -> bool:
-    """Offer 4K only where it makes something new: not on a version already at 4K, and not when
-    the session's model cannot render 4K (the service would refuse)."""
-    at = catalog.normalise_size(turn.image_size or "1K")
-    return at != LARGEST_SIZE and LARGEST_SIZE in catalog.spec_for(state.session.model).image_sizes
+    """Offer 4K only where it makes something new, by the session's model (the one a 4K render uses)."""
+    return catalog.renders_larger(state.session.model, turn.image_size)
 
 
 def engine_name(turn: Turn, offline: bool) -> str:
-    """Who answered: the offline engine is not Gemini, so its words are not Gemini's."""
-    return OFFLINE_ENGINE if offline else catalog.label_for(turn.model)
+    return catalog.answered_by(turn.model, offline)
 
 
 def version_view(state: SessionState, turn: Turn) -> VersionView:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from bot import catalog
+
 
 class Control(StrEnum):
     UNDO = "undo"  # on the head: undo; on an older version: revert to it
@@ -33,18 +35,17 @@ REACTIONS: dict[str, Control] = {
 
 
 # A version already rendered at this size gets no 4K button: it would pay for the same image.
-LARGEST_SIZE = "4K"
+def offers(control: Control, model: str, image_size: str | None) -> bool:
+    """Whether a version made by `model` at `image_size` offers this control: 4K only where it
+    makes something new."""
+    return control is not Control.UPSCALE or catalog.renders_larger(model, image_size)
 
 
-def offers(control: Control, image_size: str | None) -> bool:
-    """Whether a version made at `image_size` offers this control."""
-    return not (control is Control.UPSCALE and image_size == LARGEST_SIZE)
-
-
-def buttons_for(session_id: int, version: int, image_size: str | None) -> list[tuple[str, str]]:
+def buttons_for(session_id: int, version: int, model: str,
+                image_size: str | None) -> list[tuple[str, str]]:
     """(label, value) of each button under a version."""
     return [(label, button_value(session_id, version, c)) for c, label in BUTTONS
-            if offers(c, image_size)]
+            if offers(c, model, image_size)]
 
 
 def button_value(session_id: int, version: int, control: Control) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from bot.chat import presenter
 from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, Origin, VersionPost
 from bot.chat.commands import ThreadCommand, parse_thread_command
-from bot.chat.controls import REACTIONS, Control, buttons_for, offers, parse_button_value
+from bot.chat.controls import REACTIONS, Control, buttons_for, parse_button_value
 from bot.domain import OperationRefused, Session, SessionKey, Turn, UnknownSession
 from bot.images import ImageRejected
 from bot.pipeline import TurnPipeline
@@ -24,6 +24,9 @@ from bot.results import Attachment, TurnResult
 from bot.service import EditService
 
 log = logging.getLogger(__name__)
+
+# Refusals only the person who asked needs to read: a permission, or a stale 4K button.
+PRIVATE_REFUSALS = frozenset({"not_permitted", "already_largest"})
 
 
 class ChatCore:
@@ -130,7 +133,7 @@ class ChatCore:
             await self._refuse(key, msg.author, exc)
 
     async def _refuse(self, key: SessionKey, user: str, exc: OperationRefused) -> None:
-        if exc.code == "not_permitted":
+        if exc.code in PRIVATE_REFUSALS:
             await self.backend.post_ephemeral(key, user, exc.message)
         else:
             await self.backend.post_text(key, f"{self.backend.mention(user)} {exc.message}")
@@ -255,10 +258,6 @@ class ChatCore:
             elif control is Control.RETRY:
                 await self._submit(await svc.submit_retry(session_id, actor, version))
             elif control is Control.UPSCALE:
-                size = (await self.store.load_state(session_id)).version(version).image_size
-                if not offers(control, size):  # a button from before the version was known to be 4K
-                    await self._tell(key, actor, presenter.already_largest(version, str(size)))
-                    return
                 await self._submit(await svc.submit_upscale(session_id, actor, version))
             elif control is Control.APPROVE:
                 view = await svc.approve(session_id, actor, version, roles=roles)
@@ -310,7 +309,7 @@ class ChatCore:
         key = session.key
         progress_id = await self.store.post_for_turn(result.turn_id, "progress")
         if result.status != "ok":
-            text = f"{self.backend.mention(result.author)} {presenter.no_version_line(result)}"
+            text = f"{self.backend.mention(result.author)} {presenter.no_version_line(result, self.offline)}"
             if progress_id:
                 await self.backend.update_text(key, progress_id, text)
             else:
@@ -326,7 +325,7 @@ class ChatCore:
             mime=result.mime or "image/jpeg",
             caption=presenter.caption(result, self.backend.mention(result.author)),
             alt_text=f"v{result.version}: {result.instruction[:900]}",
-            buttons=buttons_for(result.session_id, result.version, result.image_size),
+            buttons=buttons_for(result.session_id, result.version, result.model, result.image_size),
             gallery_url=self.gallery_link(result.session_id) if self.gallery_link else None,
         )
         message_id = await self.backend.post_version(key, post)

@@ -12,10 +12,6 @@ CHANNEL_NOT_ALLOWED = "I am not enabled in this channel; ask an admin to add it.
 NOT_THIS_THREAD = "That button does not belong to a version in this thread, so I did nothing."
 
 
-def already_largest(version: int, size: str) -> str:
-    return f"v{version} is already {size}; there is nothing larger to render."
-
-
 def approval_line(view: HistoryView, version: int, actor: str, actor_label: str) -> str:
     """The service's notice names people by id; in a thread they are shown as the platform shows them."""
     notice = (view.notice or "").replace(f"by {actor}", f"by {actor_label}")
@@ -55,9 +51,10 @@ def caption(result: TurnResult, author_label: str) -> str:
     return f"*{base}* · {what} · asked by {author_label}{condensed}"
 
 
-def no_version_line(result: TurnResult) -> str:
+def no_version_line(result: TurnResult, offline: bool = False) -> str:
     if result.status == "text":
-        return f"No new version; Gemini said: {result.text}"
+        who = catalog.answered_by(result.model, offline)
+        return f"No new version; {who} answered in words: {result.text}"
     return result.message or "That did not work; the session is unchanged."
 
 
