@@ -111,9 +111,13 @@ async def test_a_data_directory_copies_then_reruns_copy_only_what_is_new(data_di
     assert _session(source_rows, 1) == _session(target_rows, 1)
 
 
-async def test_new_rows_in_postgres_get_ids_past_the_copied_ones(data_dir: Path, pg_url: str) -> None:
-    code, _, err = await _threadedit(data_dir, "store", "copy", "--to", pg_url)
+async def test_new_rows_in_postgres_get_ids_past_the_copied_ones(data_dir: Path, pg_url: str,
+                                                                  tmp_path: Path) -> None:
+    elsewhere = tmp_path / "another-data-dir"  # --from names the store; THREADEDIT_DATA_DIR is not it
+    code, out, err = await _threadedit(elsewhere, "store", "copy", "--from",
+                                       sqlite_url(data_dir / "threadedit.sqlite3"), "--to", pg_url)
     assert code == 0, err
+    assert f"stay in {data_dir / 'blobs'}" in out and not elsewhere.exists()
     now = "2026-12-06T10:00:00.000+00:00"
     with _pg(pg_url) as db:
         sid = db.execute("INSERT INTO sessions (platform, workspace, channel, thread, model, started_by,"
@@ -153,11 +157,11 @@ async def test_a_target_that_moved_on_is_refused_and_left_as_it_was(data_dir: Pa
 async def test_rows_the_source_changed_or_deleted_since_the_last_copy_follow_it(
         data_dir: Path, pg_url: str) -> None:
     source = sqlite_url(data_dir / "threadedit.sqlite3")
-    await copy_store(source, pg_url)
+    await copy_store(source, pg_url, batch_rows=3)  # several batches, composite keys among them
     with sqlite3.connect(data_dir / "threadedit.sqlite3") as db:
         db.execute("UPDATE turns SET delivered_at = '2026-12-06T00:00:00.000+00:00' WHERE id = 3")
         db.execute("DELETE FROM inbound_events WHERE platform = 'slack'")  # a released claim
-    report = await copy_store(source, pg_url)
+    report = await copy_store(source, pg_url, batch_rows=3)
     done = {t.name: t for t in report.tables}
     assert (done["turns"].updated, done["inbound_events"].deleted) == (1, 1)
     assert _pg_rows(pg_url, "SELECT delivered_at FROM turns WHERE id = 3") == [
@@ -240,3 +244,14 @@ async def test_store_copy_explains_itself(data_dir: Path) -> None:
     assert "--to URL" in out and "--from URL" in out and "Images (blobs/) are not copied" in out
     code, _, err = await _threadedit(data_dir, "store", "copy")
     assert code == 2 and err.endswith("the following arguments are required: --to.\n")
+
+
+async def test_a_damaged_source_gets_the_sentence_every_command_gives(tmp_path: Path) -> None:
+    damaged = tmp_path / "data"
+    damaged.mkdir()
+    (damaged / "threadedit.sqlite3").write_bytes(b"not a database, " * 400)
+    code, out, err = await _threadedit(damaged, "store", "copy", "--to", "postgresql+psycopg://u@h/db")
+    assert (code, out) == (2, "")
+    assert err == (f"The database {damaged / 'threadedit.sqlite3'} is damaged (file is not a database); "
+                   "move it aside or restore it from a backup, then run threadedit again (an empty "
+                   "database is made in its place).\n")

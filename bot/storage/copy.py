@@ -22,7 +22,9 @@ source. Images (blobs/) are files, not rows: they are not copied.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import NullPool
 
-from bot.storage.db import utcnow
+from bot.storage.db import unusable_database, utcnow
 from bot.storage.engine import (
     StoreUnavailable,
     describe_connection_error,
@@ -110,8 +112,19 @@ def check_urls(source: str, target: str) -> None:
                                              or path.stat().st_size == 0):
         raise CopyRefused(f"There is no store to copy at {path or 'an in-memory database'}; set "
                           "THREADEDIT_DATA_DIR to the data directory or give --from URL.")
+    if path is not None:
+        _readable_sqlite(path)
     if _identity(s) == _identity(t):
         raise CopyRefused(f"--from and --to both name {where(t)}; copy into another database.")
+
+
+def _readable_sqlite(path: Path) -> None:
+    """A damaged source file gets the sentence every command gives for it, not a driver error."""
+    try:
+        with closing(sqlite3.connect(path)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise unusable_database(path, exc) from None
 
 
 def _identity(u: URL) -> tuple[Any, ...]:
