@@ -133,7 +133,7 @@ async def test_new_rows_in_postgres_get_ids_past_the_copied_ones(data_dir: Path,
     # The fleet has written to the target since: a second copy would overwrite nothing; it refuses.
     code, out, err = await _threadedit(data_dir, "store", "copy", "--to", pg_url)
     assert (code, out) == (2, "")
-    assert err == ("The target has turns row 12, which the source does not have and no earlier copy "
+    assert err == ("The target has turns row 12, which the source does not have and no copy from it "
                    "wrote, so the target has moved on; nothing was copied.\n")
 
 
@@ -147,8 +147,8 @@ async def test_a_target_that_moved_on_is_refused_and_left_as_it_was(data_dir: Pa
         db.execute("DELETE FROM inbound_events WHERE platform = 'slack'")
     code, out, err = await _threadedit(data_dir, "store", "copy", "--to", pg_url)
     assert (code, out) == (2, "")
-    assert err == ("The target's turns row 3 differs from the source's and was written there after the "
-                   "last copy, so the target has moved on; nothing was copied.\n")
+    assert err == ("The target's turns row 3 differs from the source's and was written there by something "
+                   "other than a copy from this source, so the target has moved on; nothing was copied.\n")
     assert _pg_rows(pg_url, "SELECT instruction, delivered_at FROM turns WHERE id = 3") == [
         ("changed in the fleet", None)]
     assert len(_pg_rows(pg_url, "SELECT * FROM inbound_events")) == 2
@@ -161,12 +161,25 @@ async def test_rows_the_source_changed_or_deleted_since_the_last_copy_follow_it(
     with sqlite3.connect(data_dir / "threadedit.sqlite3") as db:
         db.execute("UPDATE turns SET delivered_at = '2026-12-06T00:00:00.000+00:00' WHERE id = 3")
         db.execute("DELETE FROM inbound_events WHERE platform = 'slack'")  # a released claim
+        db.execute("UPDATE sessions SET head_turn_id = NULL WHERE id = 2")
     report = await copy_store(source, pg_url, batch_rows=3)
     done = {t.name: t for t in report.tables}
-    assert (done["turns"].updated, done["inbound_events"].deleted) == (1, 1)
+    assert (done["turns"].updated, done["inbound_events"].deleted, done["sessions"].updated) == (1, 1, 1)
+    assert _pg_rows(pg_url, "SELECT head_turn_id FROM sessions WHERE id = 2") == [(None,)]
     assert _pg_rows(pg_url, "SELECT delivered_at FROM turns WHERE id = 3") == [
         ("2026-12-06T00:00:00.000+00:00",)]
     assert _pg_rows(pg_url, "SELECT platform FROM inbound_events") == [("discord",)]
+
+
+async def test_another_data_directory_never_overwrites_what_one_copied(
+        data_dir: Path, pg_url: str, tmp_path: Path) -> None:
+    await copy_store(sqlite_url(data_dir / "threadedit.sqlite3"), pg_url)
+    other = Path(shutil.copytree(FIXTURE, tmp_path / "other")) / "threadedit.sqlite3"
+    with sqlite3.connect(other) as db:
+        db.execute("UPDATE sessions SET model = 'another bot' WHERE id = 2")
+    with pytest.raises(CopyRefused, match=r"^The target's sessions row 2 differs .* moved on"):
+        await copy_store(sqlite_url(other), pg_url)
+    assert _pg_rows(pg_url, "SELECT model FROM sessions WHERE id = 2") != [("another bot",)]
 
 
 @pytest.mark.parametrize(("sql", "said"), [

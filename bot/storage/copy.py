@@ -173,7 +173,9 @@ async def _copy_all(src: AsyncConnection, dst: AsyncConnection, report: CopyRepo
     await dst.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_COPY_LOCK_KEY})
     this_copy = str((await dst.execute(text("SELECT txid_current() % 4294967296"))).scalar_one())
     marker = (await dst.execute(select(app_state.c.value).where(app_state.c.name == COPY_MARKER))).scalar()
-    earlier = set(json.loads(marker)["transactions"]) if marker else set()
+    recorded = json.loads(marker) if marker else {}
+    # Only copies from this same source count as ours: another data directory's rows are not.
+    earlier = set(recorded["transactions"]) if recorded.get("from") == report.source else set()
     ours = earlier | {this_copy}
     deferred: dict[str, list[dict[str, Any]]] = {}
     for table in metadata.sorted_tables:
@@ -248,14 +250,15 @@ async def _copy_table(src: AsyncConnection, dst: AsyncConnection, table: Table, 
                 if xmin not in ours:
                     raise CopyRefused(
                         f"The target's {table.name} row {_shown(key)} differs from the source's and was "
-                        "written there after the last copy, so the target has moved on; nothing was copied.")
+                        "written there by something other than a copy from this source, so the target has "
+                        "moved on; nothing was copied.")
                 await dst.execute(update(table).where(*(table.c[k] == values[k] for k in pk_names))
                                   .values({k: v for k, v in values.items() if k not in later}))
                 done.updated += 1
             else:
                 new.append({**values, **dict.fromkeys(later)})
                 done.copied += 1
-            if later and any(values[k] is not None for k in later):
+            if later and (key in there or any(values[k] is not None for k in later)):
                 deferred.append({**{"pk_" + k: values[k] for k in pk_names}, **{k: values[k] for k in later}})
         if new:
             await dst.execute(insert(table), new)
@@ -277,7 +280,7 @@ async def _delete_gone(src: AsyncConnection, dst: AsyncConnection, table: Table,
         if target_keys[key] not in ours:
             raise CopyRefused(
                 f"The target has {table.name} row {_shown(key)}, which the source does not have and "
-                "no earlier copy wrote, so the target has moved on; nothing was copied.")
+                "no copy from it wrote, so the target has moved on; nothing was copied.")
     for i in range(0, len(gone), batch_rows):
         chunk = gone[i:i + batch_rows]
         await dst.execute(delete(table).where(
