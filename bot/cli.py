@@ -141,6 +141,19 @@ def _parser() -> _Parser:
     pg.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     pg.add_argument("--port", type=_port, default=8765,
                     help="port to listen on (default 8765; 0: any free port)")
+
+    st = command("store", "move the store to another database (see: threadedit store copy --help)")
+    st_sub = st.add_subparsers(dest="store_command", required=True, metavar="ACTION",
+                               help="what to do with the store")
+    cp = st_sub.add_parser(
+        "copy", help="copy every row of this data directory's store into PostgreSQL",
+        description="Copy every session, turn, version, approval, audit entry, charge, post, event and "
+                    "setting of a store into a PostgreSQL store, then check the copy. It can be run "
+                    "again: it copies only what is new. Images (blobs/) are not copied.")
+    cp.add_argument("--to", required=True, metavar="URL",
+                    help="the PostgreSQL store: postgresql+psycopg://user:password@host:5432/database")
+    cp.add_argument("--from", dest="source", metavar="URL",
+                    help="the store to copy (default: THREADEDIT_DATA_DIR/threadedit.sqlite3)")
     return p
 
 
@@ -292,6 +305,28 @@ def _run_playground(settings: Settings, host: str, port: int) -> int:
     return asyncio.run(serve(settings, host, port))
 
 
+def _store_copy(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.storage.copy import CopyRefused, blob_folder, copy_store
+    from bot.storage.engine import MigrationError, sqlite_url
+
+    source = args.source or sqlite_url(settings.db_path)
+    try:
+        report = asyncio.run(copy_store(source, args.to))
+    except (CopyRefused, MigrationError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"Copied {report.source} to {report.target}:")
+    for t in report.tables:
+        print(f"  {t.name:<15} {t.rows:>7} rows: {t.copied} copied, {t.updated} updated, "
+              f"{t.skipped} already there, {t.deleted} deleted")
+    print(f"Checked: each table has as many rows in both stores, and all {report.rows_compared} rows "
+          f"are equal value for value ({report.sessions_replayed} sessions with their turns and "
+          "approvals replayed).")
+    blobs = blob_folder(source)
+    print(f"Images are not in the database and were not copied: they stay in {blobs or 'the blob store'}, "
+          "which every threadedit process on this machine can share.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings: Settings | None = None
@@ -299,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level if settings.log_level != "INFO" else "WARNING",
                             format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        if args.command == "store":  # needs no model engine
+            return _store_copy(args, settings)
         settings.require_engine_ready()
         if args.command in ("run", "playground"):
             tune_allocator()  # long-running: keep resident memory near what is in use
