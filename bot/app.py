@@ -61,7 +61,7 @@ def make_chat_core(app: App, backend: ChatBackend, policy: AccessPolicy, *,
     return ChatCore(
         app.service.with_policy(policy), backend, max_concurrency=app.settings.max_concurrency,
         allowed_channels=allowed_channels, progress_interval=progress_interval,
-        offline=app.engine.name == "local", model_slots=app.model_slots,
+        offline=app.engine.offline, model_slots=app.model_slots,
         gallery_link=partial(gallery_link, app.settings))
 
 
@@ -98,7 +98,7 @@ def reference_files(settings: Settings, engine: Engine, store: SessionStore,
                     blobs: BlobStore) -> ReferenceFiles | None:
     """The Files API for reference images, when asked for and the engine is Gemini's (the
     offline engine has no files to upload to)."""
-    if not settings.gemini_files_api or engine.name != "gemini" or settings.gemini_api_key is None:
+    if not settings.gemini_files_api or engine.offline or settings.gemini_api_key is None:
         return None
     from bot.gemini.files import GeminiFiles, ReferenceFiles
     from bot.storage.uploads import UploadedFiles

@@ -267,7 +267,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 turn = await svc.submit_edit(target, who, args.instruction, refs, model=args.model,
                                              aspect=args.aspect, size=args.size)
-            code = _print_turn(await svc.run_turn(turn.id), args.json, app.engine.name == "local")
+            code = _print_turn(await svc.run_turn(turn.id), args.json, app.engine.offline)
             if code == 0 and settings.engine_notice:  # said only when the engine made the answer
                 print(settings.engine_notice, file=sys.stderr)
             return code

@@ -25,13 +25,27 @@ class EngineError(Exception):
 
 
 class Engine(Protocol):
-    name: str
+    """What the service needs of an engine, capabilities included, so that no caller has to ask
+    which engine it holds (by name or by probing for attributes)."""
 
-    async def generate(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+    name: str
+    # True for a stand-in that makes pictures without a model: it costs nothing (spend limits do
+    # not apply), its words are not a model's, and it has no Files API to upload to.
+    offline: bool
+    # True when generate and count_tokens also take an EncodedBody (bot/gemini/encode.py), whose
+    # images are read from the blob store as the request is sent; else they get a plain dict.
+    accepts_encoded: bool
+
+    async def generate(self, model: str, body: Any) -> dict[str, Any]:
         """Send one `generateContent` request body; return the parsed response body.
 
         Raises EngineError when no usable response came back (after any retries).
         """
+        ...
+
+    async def count_tokens(self, model: str, body: Any) -> int | None:
+        """Input tokens the body would cost, as the API counts them; None when this engine
+        cannot count (the planner's estimate is then all there is). Raises EngineError."""
         ...
 
     async def aclose(self) -> None: ...

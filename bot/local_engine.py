@@ -136,9 +136,14 @@ class LocalEngine:
     """Implements bot.engine.Engine without a network: real pixel edits, not AI."""
 
     name = "local"
+    offline = True
+    accepts_encoded = False
 
     async def generate(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         return await asyncio.to_thread(_run, body)
+
+    async def count_tokens(self, model: str, body: dict[str, Any]) -> int | None:
+        return None  # nothing to count against: the offline engine has no context limit
 
     async def aclose(self) -> None:
         return None

@@ -86,7 +86,7 @@ class ModelCall:
     def body(self, prepared: PreparedRequest) -> dict[str, Any] | EncodedBody:
         """What the engine is given: an EncodedBody when it takes one, else the unpacked dict."""
         packed = {"contents": prepared.contents, "generationConfig": prepared.config}
-        if getattr(self.engine, "accepts_encoded", False):
+        if self.engine.accepts_encoded:
             return encode_unpacked(packed, self.blobs)
         return {"contents": [unpack_content(c, self.blobs) for c in prepared.contents],
                 "generationConfig": prepared.config}
@@ -106,12 +106,11 @@ class ModelCall:
     async def _counted_over(self, turn: Turn, prepared: PreparedRequest) -> bool:
         """With countTokens configured, ask the API once the estimate is past half the budget."""
         budget = self.planner.budget.tokens_for(turn.model)
-        count = getattr(self.engine, "count_tokens", None)
-        if (not self.planner.budget.count_tokens or count is None
-                or prepared.plan.size.tokens * 2 < budget):
+        if not self.planner.budget.count_tokens or prepared.plan.size.tokens * 2 < budget:
             return False
         try:
-            return int(await count(turn.model, self.body(prepared))) > budget
+            counted = await self.engine.count_tokens(turn.model, self.body(prepared))
+            return counted is not None and counted > budget
         except EngineError as exc:
             log.warning("countTokens failed (%s); using the estimate", exc.code)
             return False

@@ -103,7 +103,7 @@ class EditService:
         self.image_limits = image_limits
         self.spend_limits = spend_limits or SpendLimits()
         self.spend = SpendGuard(UsageLedger(store), replace(
-            self.spend_limits, priced=self.spend_limits.priced and engine.name != "local"))
+            self.spend_limits, priced=self.spend_limits.priced and not engine.offline))
         self.context = context
         self.files = files
         self.calls = ModelCall(engine, blobs, ContextPlanner(blobs, context), files)

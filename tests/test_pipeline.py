@@ -26,6 +26,7 @@ class CountingEngine:
 
     def __init__(self, inner) -> None:
         self.inner, self.name = inner, inner.name
+        self.offline, self.accepts_encoded = inner.offline, inner.accepts_encoded
         self.now = self.peak = 0
 
     async def generate(self, model, body):
@@ -35,6 +36,9 @@ class CountingEngine:
             return await self.inner.generate(model, body)
         finally:
             self.now -= 1
+
+    async def count_tokens(self, model, body):
+        return await self.inner.count_tokens(model, body)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

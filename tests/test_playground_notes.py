@@ -58,6 +58,7 @@ class WordsOnlyGemini(LocalEngine):
     """Stands in for Gemini answering in words: the page must not call it the offline engine."""
 
     name = "gemini"
+    offline = False
 
     async def generate(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         part = {"text": "I can only describe this one; say what to change."}

@@ -56,7 +56,7 @@ class Playground:
         # On every address it listens on: answering other Host names would let any web page
         # drive the playground through DNS rebinding (see hosts.py).
         self.host_names = hosts.allowed_names(app.settings.allowed_hosts, app.settings.public_url)
-        self.offline = app.engine.name == "local"
+        self.offline = app.engine.offline
         self.pipeline = TurnPipeline(app.service, max_concurrency=app.settings.max_concurrency,
                                      listener=self, model_slots=app.model_slots)
         self.thumbs = Thumbnails(app.settings.data_dir / "thumbs", app.blobs)

@@ -121,6 +121,7 @@ def _length(payload: bytes | EncodedBody) -> dict[str, str]:
 
 class GeminiEngine:
     name = "gemini"
+    offline = False
     # generate and count_tokens also take an EncodedBody: the request's images are read from
     # the blob store as they are sent, so a call waiting on the model holds none of them.
     accepts_encoded = True

@@ -17,18 +17,14 @@ import asyncio
 import copy
 import logging
 import re
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
 from bot.storage.blobs import BLOB_PREFIX, BlobStore
-
-if TYPE_CHECKING:
-    from bot.storage.uploads import UploadedFiles
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +39,17 @@ class UploadedFile:
     uri: str  # what a fileData part names
     mime: str
     expires_at: datetime  # UTC, aware
+
+
+class UploadRecords(Protocol):
+    """Where uploads are remembered between requests and restarts. The store implements it
+    (bot/storage/uploads.py) and is handed in, so this side never imports the store."""
+
+    async def get(self, blob_key: str) -> UploadedFile | None: ...
+
+    async def put(self, blob_key: str, file: UploadedFile) -> None: ...
+
+    async def forget_uris(self, uris: Iterable[str]) -> int: ...
 
 
 class FileUploadError(Exception):
@@ -200,7 +207,7 @@ class ReferenceFiles:
     def __init__(
         self,
         files: GeminiFiles,
-        uploads: UploadedFiles,
+        uploads: UploadRecords,
         blobs: BlobStore,
         *,
         margin: timedelta = timedelta(hours=1),
@@ -272,7 +279,9 @@ class ReferenceFiles:
             return None
         try:
             await self.uploads.put(key, file)
-        except sqlite3.Error as exc:  # the file works for this request; the next one uploads again
+        # Whatever the store's engine raises: the file works for this request, and the next one
+        # uploads again, so a record that could not be written costs an upload, never the turn.
+        except Exception as exc:
             log.warning("could not remember the upload of %s: %s", key[:16], exc)
         return file
 
