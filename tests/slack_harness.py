@@ -144,6 +144,14 @@ class Harness:
 
     async def react(self, name: str, message_ts: str, user: str = "UANA",
                     added: bool = True) -> httpx.Response:
+        # A person reacts to a version they saw. The bot records a post right after Slack answers
+        # it, so a reaction sent the instant the message appears could beat that record; wait for
+        # it, as a person's reaction always does (a test must not depend on that millisecond).
+        if any(m["ts"] == message_ts for m in self.versions()):
+            deadline = time.monotonic() + 15
+            while await self.store.find_post("slack", CHANNEL, message_ts) is None:
+                assert time.monotonic() < deadline, f"the bot never recorded its post {message_ts}"
+                await asyncio.sleep(0.02)
         return await self.event({"type": "reaction_added" if added else "reaction_removed",
                                  "user": user, "reaction": name, "item_user": "UBOT",
                                  "item": {"type": "message", "channel": CHANNEL, "ts": message_ts},
