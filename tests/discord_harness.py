@@ -87,7 +87,15 @@ class DiscordHarness:
         return [m for m in self.posts(thread) if m.get("attachments") and m.get("components")]
 
     async def wait_versions(self, thread: str, n: int) -> list[dict]:
-        return await eventually(lambda: len(self.versions(thread)) >= n and self.versions(thread))
+        """The thread's versions once there are `n`, each also recorded by the bot: a person who
+        reacts to a version saw it, after the bot recorded its post (the Slack harness's react)."""
+        versions = await eventually(lambda: len(self.versions(thread)) >= n and self.versions(thread))
+        for message in versions:
+            deadline = asyncio.get_running_loop().time() + 15
+            while await self.store.find_post("discord", thread, message["id"]) is None:
+                assert asyncio.get_running_loop().time() < deadline, f"post {message['id']} never recorded"
+                await asyncio.sleep(0.02)
+        return versions
 
     async def wait_text(self, thread: str, needle: str) -> str:
         return await eventually(lambda: next((t for t in self.texts(thread) if needle in t), None))
