@@ -71,12 +71,6 @@ class Text:
                     spans.append(span)
         return cls(tuple(spans))
 
-    def __add__(self, other: str | Span | Text) -> Text:
-        return Text.of(self, other)
-
-    def __radd__(self, other: str | Span) -> Text:
-        return Text.of(other, self)
-
     def __bool__(self) -> bool:
         return bool(self.spans)
 
