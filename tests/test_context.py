@@ -94,7 +94,7 @@ async def test_the_anchor_carries_the_head_image_the_decisions_and_the_instructi
     assert following.body["contents"][1] == gemini.issued[n]
     # The thread's caption and the export say which versions were made from a condensed history.
     result = await bounded.result_of(anchored_turn.id)
-    assert caption(result, "Ana").endswith("asked by Ana · earlier turns condensed")
+    assert caption(result).plain().endswith("asked by ana · earlier turns condensed")
     assert not (await bounded.result_of(head_before.id)).condensed
     manifest = build_manifest(state, [])
     assert [v["version"] for v in manifest["versions"] if v["condensed_history"]] == [n + 1]

@@ -54,8 +54,10 @@ async def test_mention_opens_a_thread_and_posts_v1_with_image_and_buttons(bot: D
     labels = [c["label"] for row in v1["components"] for c in row["components"]]
     assert labels == ["Undo", "Retry", "4K", "Approve"]
     assert custom_id(v1, "Undo") == "te:undo:1:1"
-    assert "**v1**" in v1["content"] and "a coffee poster" in v1["content"]
-    assert f"<@{ALICE}>" in v1["content"]
+    assert v1["content"] == f"**v1** · a coffee poster, dark blue gradient · asked by <@{ALICE}>"
+    [posted] = [c.json for c in bot.fake.calls if c.method == "POST" and c.json
+                and c.json.get("content") == v1["content"]]
+    assert posted["allowed_mentions"]["users"] == [int(ALICE)]  # who asked, and nobody else
     assert bot.gemini.requests[0].body["contents"][0]["parts"][0]["text"] == (
         "a coffee poster, dark blue gradient")
     # A status message came first and was edited while the turn ran, with typing shown.

@@ -10,6 +10,7 @@ import pytest
 
 from bot.chat.backend import IncomingMessage
 from bot.chat.core import ChatCore
+from bot.chat.text import Text
 from bot.domain import SessionKey, TurnState
 from bot.pipeline import TurnPipeline
 from bot.service import EditService
@@ -100,6 +101,7 @@ class HeldBackend:
     as a rate-limited platform would."""
 
     platform = "slack"
+    reactions: dict = {}
 
     def __init__(self, held_threads: set[str]) -> None:
         self.held_threads, self.release = held_threads, asyncio.Event()
@@ -108,9 +110,6 @@ class HeldBackend:
         self.versions: dict[str, list[int]] = {}
         self.version_posted = asyncio.Condition()
         self.ids = 0
-
-    def mention(self, user: str) -> str:
-        return f"@{user}"
 
     def post_channel(self, key: SessionKey) -> str:
         return key.channel
@@ -121,15 +120,15 @@ class HeldBackend:
     async def show_working(self, key: SessionKey) -> None:
         return None
 
-    async def post_text(self, key: SessionKey, text: str) -> str:
+    async def post_text(self, key: SessionKey, text: Text) -> str:
         if key.thread in self.held_threads:
-            self.held.append(text)
+            self.held.append(text.plain())
             await self.release.wait()
         self.ids += 1
-        self.texts.append((key.thread, text))
+        self.texts.append((key.thread, text.plain()))
         return str(self.ids)
 
-    async def update_text(self, key: SessionKey, message_id: str, text: str) -> None:
+    async def update_text(self, key: SessionKey, message_id: str, text: Text) -> None:
         return None
 
     async def post_version(self, key: SessionKey, post) -> str:
@@ -139,7 +138,7 @@ class HeldBackend:
         self.ids += 1
         return str(self.ids)
 
-    async def post_ephemeral(self, key: SessionKey, user: str, text: str) -> None:
+    async def post_ephemeral(self, key: SessionKey, user: str, text: Text) -> None:
         return None
 
     async def wait_version(self, thread: str) -> list[int]:

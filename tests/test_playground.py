@@ -274,3 +274,15 @@ async def test_the_playground_command_serves_until_sigint(tmp_path: Path) -> Non
         out, err = await asyncio.wait_for(busy.communicate(), 30)
     assert busy.returncode == 2 and f"Cannot listen on 127.0.0.1:{port}" in err.decode()
     assert b"Traceback" not in err
+
+
+async def test_a_caption_shows_typed_markup_as_words(h: Harness) -> None:
+    r = await h.message("add a gold border <script>x</script> *bold* _x_ `code` <@U123>",
+                        author="Eve <b>")
+    await h.pg.pipeline.join()
+    page = await h.text(f"/s/{(await r.json())['session']}")
+    # The version label is the page's own bold; what was typed is shown exactly, escaped.
+    assert '<strong class="vlabel">v1</strong>' in page
+    assert ('<span class="caption">add a gold border &lt;script&gt;x&lt;/script&gt; *bold* _x_ '
+            '`code` &lt;@U123&gt; · asked by Eve &lt;b&gt;</span>') in page
+    assert "<script>x" not in page and "<b>" not in page

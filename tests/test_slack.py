@@ -29,8 +29,8 @@ async def test_mention_makes_v1_with_image_and_buttons_on_one_message(bot: Harne
     assert [e["text"]["text"] for e in blocks["actions"]["elements"]] == [
         "Undo", "Retry", "4K", "Approve"]
     caption = blocks["context"]["elements"][0]["text"]
-    assert "v1" in caption and "a coffee poster, dark blue gradient" in caption
-    assert "<@UANA>" in caption
+    assert caption == "*v1* · a coffee poster, dark blue gradient · asked by <@UANA>"
+    assert v1["text"] == "v1 · a coffee poster, dark blue gradient · asked by <@UANA>"  # notifications
     first = bot.thread()[0]
     assert first["text"].startswith(("Working on v1", "v1 is ready"))
     assert bot.gemini.requests[0].body["contents"][0]["parts"][0]["text"] == (

@@ -11,10 +11,13 @@ import contextvars
 import io
 import logging
 import re
+from collections.abc import Mapping
 
 import discord
 
 from bot.chat.backend import IncomingMessage, VersionPost
+from bot.chat.controls import Control
+from bot.chat.text import Code, Link, Mention, Plain, Strong, Text
 from bot.domain import SessionKey
 from bot.images import reencode_to_fit
 
@@ -27,20 +30,62 @@ THREAD_ARCHIVE_MINUTES = 1440
 # Where there is no interaction to answer privately, a refusal is posted in the thread and
 # removed after this long.
 PUBLIC_REFUSAL_SECONDS = 60.0
-# Never let text from users (instructions echoed in captions) ping @everyone or roles.
-ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=True,
+# Never let text from users (instructions echoed in captions) ping @everyone, roles or anyone: a
+# post notifies only the people its text mentions (see `allowed_mentions`).
+ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=False,
                                            replied_user=False)
+# Discord sends a reaction's character (with or without the emoji variation selector).
+REACTIONS: Mapping[str, Control] = {
+    "\u21a9\ufe0f": Control.UNDO,
+    "\u21a9": Control.UNDO,
+    "\U0001f501": Control.RETRY,
+    "\u2705": Control.APPROVE,
+}
 
 # The interaction being handled in this task, if any: a refusal then answers it privately.
 current_interaction: contextvars.ContextVar[discord.Interaction | None] = contextvars.ContextVar(
     "current_interaction", default=None)
 
-_SLACK_BOLD = re.compile(r"(?<!\*)\*([^*\n]+)\*(?!\*)")
+_SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 
 
-def discord_markdown(text: str) -> str:
-    """The presenter writes Slack's *bold*; Discord's bold is **bold**."""
-    return _SLACK_BOLD.sub(r"**\1**", text)
+def escape(text: str) -> str:
+    """Plain words for Discord markdown: formatting characters, quotes, headings, list marks and
+    masked links escaped with a backslash (discord.py's own escaping); @everyone, @here and long
+    ids broken with a zero-width space (discord.py's escape_mentions); and every < escaped, so a
+    typed <@123>, <@&123> or <#123> shows as typed instead of as a mention."""
+    text = discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    return text.replace("<", "\\<")
+
+
+def _is_user_id(user: str) -> bool:
+    return _SNOWFLAKE.fullmatch(user) is not None
+
+
+def discord_markdown(text: Text) -> str:
+    """The neutral text as Discord markdown."""
+    out: list[str] = []
+    for span in text.spans:
+        match span:
+            case Plain(words):
+                out.append(escape(words))
+            case Strong(words):
+                out.append(f"**{escape(words)}**")
+            case Code(words):
+                out.append(f"`{words}`" if "`" not in words and words.strip() else escape(words))
+            case Mention(user):
+                out.append(f"<@{user}>" if _is_user_id(user) else escape(user))
+            case Link(url, label):
+                target = url.replace("(", "%28").replace(")", "%29").replace(" ", "%20")
+                out.append(f"[{escape(label)}]({target})")
+    return "".join(out)
+
+
+def allowed_mentions(text: Text) -> discord.AllowedMentions:
+    """Only the people the text itself mentions may be notified; never everyone, roles, or a
+    user whose mention was typed in an instruction."""
+    users = [discord.Object(int(u)) for u in dict.fromkeys(text.mentions()) if _is_user_id(u)]
+    return discord.AllowedMentions(everyone=False, roles=False, users=users, replied_user=False)
 
 
 def clip(text: str, limit: int = MAX_CONTENT) -> str:
@@ -84,12 +129,10 @@ def version_view(post: VersionPost) -> discord.ui.View:
 
 class DiscordBackend:
     platform = "discord"
+    reactions = REACTIONS
 
     def __init__(self, client: discord.Client) -> None:
         self.client = client
-
-    def mention(self, user: str) -> str:
-        return f"<@{user}>"
 
     def post_channel(self, key: SessionKey) -> str:
         return key.thread  # a thread is a channel of its own; reactions report its id
@@ -113,8 +156,9 @@ class DiscordBackend:
         except discord.HTTPException as exc:
             if exc.code == 160004:  # a thread already exists on this message: use it
                 return True
+            said = escape(clip(exc.text or str(exc.status), 200))
             await self._say_in_channel(starter, "I couldn't open a thread for this session "
-                                                f"(Discord said: {clip(exc.text or str(exc.status), 200)}).")
+                                                f"(Discord said: {said}).")
             return False
         return True
 
@@ -124,14 +168,14 @@ class DiscordBackend:
         except discord.HTTPException:
             log.warning("could not explain a thread failure in channel %s", starter.channel.id)
 
-    async def post_text(self, key: SessionKey, text: str) -> str:
+    async def post_text(self, key: SessionKey, text: Text) -> str:
         message = await self._thread(key).send(clip(discord_markdown(text)),
-                                               allowed_mentions=ALLOWED_MENTIONS)
+                                               allowed_mentions=allowed_mentions(text))
         return str(message.id)
 
-    async def update_text(self, key: SessionKey, message_id: str, text: str) -> None:
+    async def update_text(self, key: SessionKey, message_id: str, text: Text) -> None:
         await self._thread(key).get_partial_message(int(message_id)).edit(
-            content=clip(discord_markdown(text)), allowed_mentions=ALLOWED_MENTIONS)
+            content=clip(discord_markdown(text)), allowed_mentions=allowed_mentions(text))
 
     async def show_working(self, key: SessionKey) -> None:
         await self._thread(key).typing()  # awaited once: shows "typing" for up to 10 s
@@ -150,19 +194,21 @@ class DiscordBackend:
             # The original stays in the store and in export; only the posted copy is smaller.
             fitted = await asyncio.to_thread(reencode_to_fit, data, limit)
             data, ext = fitted.data, ".jpg"
-            caption += (f"\n-# Posted as a smaller copy: {fitted.note or 're-encoded.'} "
+            caption += (f"\n-# Posted as a smaller copy: {escape(fitted.note or 're-encoded.')} "
                         "The original is in the export.")
         file = discord.File(io.BytesIO(data), filename=f"v{post.version}{ext}",
                             description=clip(post.alt_text, 1024))
         message = await self._thread(key).send(clip(caption), file=file, view=version_view(post),
-                                               allowed_mentions=ALLOWED_MENTIONS)
+                                               allowed_mentions=allowed_mentions(post.caption))
         return str(message.id)
 
-    async def post_ephemeral(self, key: SessionKey, user: str, text: str) -> None:
+    async def post_ephemeral(self, key: SessionKey, user: str, text: Text) -> None:
         interaction = current_interaction.get()
         if interaction is not None and str(interaction.user.id) == user:
-            await interaction.followup.send(clip(text), ephemeral=True)
+            await interaction.followup.send(clip(discord_markdown(text)), ephemeral=True,
+                                            allowed_mentions=allowed_mentions(text))
             return
         # Reactions and messages have no private reply on Discord: say it in the thread, briefly.
-        await self._thread(key).send(clip(f"<@{user}> {text}"), allowed_mentions=ALLOWED_MENTIONS,
+        said = Text.of(Mention(user), " ", text)
+        await self._thread(key).send(clip(discord_markdown(said)), allowed_mentions=allowed_mentions(said),
                                      delete_after=PUBLIC_REFUSAL_SECONDS)

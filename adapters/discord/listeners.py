@@ -8,7 +8,7 @@ import re
 import discord
 
 from adapters.discord.backend import PUBLIC_REFUSAL_SECONDS as REFUSAL_SECONDS
-from adapters.discord.backend import current_interaction
+from adapters.discord.backend import current_interaction, discord_markdown, escape
 from bot.chat.backend import AttachmentError, IncomingFile, IncomingMessage, Origin
 from bot.chat.core import ChatCore
 from bot.domain import SessionKey
@@ -90,7 +90,8 @@ class DiscordListeners:
             key = SessionKey("discord", str(message.guild.id), str(message.channel.id), str(message.id))
             # There is no thread yet to explain a refusal in, so answer the message itself.
             if refusal := await self.core.channel_refusal(key, str(message.author.id)):
-                await message.reply(refusal, mention_author=False, delete_after=REFUSAL_SECONDS)
+                await message.reply(discord_markdown(refusal), mention_author=False,
+                                    delete_after=REFUSAL_SECONDS)
                 return
         else:
             key = SessionKey("discord", str(message.guild.id), str(parent), str(message.channel.id))
@@ -164,7 +165,7 @@ class DiscordListeners:
         refusal = await self.core.channel_refusal(
             SessionKey("discord", str(guild.id), key_channel, ""), str(interaction.user.id))
         if refusal:
-            await interaction.response.send_message(refusal, ephemeral=True)
+            await interaction.response.send_message(discord_markdown(refusal), ephemeral=True)
             return
         if parent is None and not interaction.app_permissions.create_public_threads:
             await interaction.response.send_message(
@@ -172,7 +173,7 @@ class DiscordListeners:
                 "permission); run /edit inside an existing thread instead.", ephemeral=True)
             return
         await interaction.response.send_message(
-            f"{interaction.user.mention} started an edit session: {prompt[:1800]}",
+            f"{interaction.user.mention} started an edit session: {escape(prompt[:1800])}",
             allowed_mentions=discord.AllowedMentions.none())
         starter = await interaction.original_response()
         thread = str(starter.id) if parent is None else str(channel.id)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from markupsafe import Markup, escape
+
 from bot import catalog, domain
 from bot.chat import presenter
+from bot.chat.text import Code, Link, Mention, Plain, Strong, Text
 from bot.domain import SessionState, Turn, TurnState, path_to
 from bot.results import TurnResult
 from bot.storage.blobs import blob_keys
@@ -22,7 +24,27 @@ from bot.storage.blobs import blob_keys
 PLATFORM_LABELS = {"playground": "Playground", "slack": "Slack", "discord": "Discord", "cli": "CLI"}
 TITLE_CHARS = 70
 PENDING = (TurnState.QUEUED, TurnState.RUNNING)
-_BOLD = re.compile(r"^\*([^*]+)\*")  # chat's bold version label; the page styles it itself
+
+
+def html(text: Text) -> Markup:
+    """The neutral text as HTML: every word escaped, people shown by name (the playground's
+    authors are names; a chat session's are the platform's ids)."""
+    out: list[Markup] = []
+    for span in text.spans:
+        match span:
+            case Plain(words):
+                out.append(escape(words))
+            case Strong(words):
+                out.append(Markup("<strong>%s</strong>") % words)
+            case Code(words):
+                out.append(Markup("<code>%s</code>") % words)
+            case Mention(user):
+                out.append(escape(user))
+            case Link(url, label):
+                safe = url.startswith(("https://", "http://", "/"))
+                out.append(Markup('<a href="%s" rel="noopener noreferrer">%s</a>') % (url, label)
+                           if safe else escape(label))
+    return Markup("").join(out)
 
 
 def epoch(iso: str | None) -> float | None:
@@ -84,7 +106,8 @@ class VersionView:
     model: str
     settings: str
     text: str | None
-    caption: str
+    label: str  # v3, or v3 (from v1)
+    caption: Markup  # what follows the label: the instruction, who asked, ...
     is_head: bool
     approvals: list[tuple[str, str]]  # (who, when), active ones only
     image_size: str = "1K"
@@ -97,7 +120,7 @@ class TurnItem:
     references: list[str]
     outcome: str  # "version", "pending" or "failed"
     version: VersionView | None = None
-    line: str = ""  # the progress, queue or failure sentence, or the model's words
+    line: str | Markup = ""  # the progress, queue or failure sentence, or the model's words
     since: float | None = None  # epoch seconds the live timer counts from
     kind: str = "turn"
     said_by: str = ""  # who answered in words only: the engine that ran the turn
@@ -171,20 +194,20 @@ def version_view(state: SessionState, turn: Turn) -> VersionView:
         finished_at=turn.finished_at, model=turn.model,
         settings=presenter.settings_line(turn.model, turn.aspect_ratio, turn.image_size),
         text=turn.text_reply,
-        # Slack's bold marker is for chat; the page shows the version number in its own element.
-        caption=_BOLD.sub(r"\1", presenter.caption(result, turn.author), count=1),
+        # The page shows the label in an element of its own, with the badges after it.
+        label=presenter.version_label(result), caption=html(presenter.caption_details(result)),
         is_head=state.session.head_turn_id == turn.id, approvals=approvals,
         image_size=turn.image_size or "1K", can_upscale=can_upscale(state, turn))
 
 
-def _pending_line(state: SessionState, turn: Turn) -> tuple[str, float | None]:
+def _pending_line(state: SessionState, turn: Turn) -> tuple[Markup, float | None]:
     ahead = sum(1 for t in state.turns if t.id < turn.id and t.state in PENDING)
     if turn.state is TurnState.QUEUED and ahead:
-        return presenter.queued_line(ahead), epoch(turn.created_at)
+        return html(presenter.queued_line(ahead)), epoch(turn.created_at)
     next_version = max((t.version or 0 for t in state.turns), default=0) + 1
-    line = presenter.progress_line(next_version, turn.model, turn.aspect_ratio, turn.image_size, 0)
     # The page keeps the elapsed time ticking itself, so the sentence stops before it.
-    return line.rsplit(" · ", 1)[0], epoch(turn.started_at or turn.created_at)
+    line = presenter.progress_line(next_version, turn.model, turn.aspect_ratio, turn.image_size, None)
+    return html(line), epoch(turn.started_at or turn.created_at)
 
 
 _EVENT_WORDS = {
@@ -214,7 +237,8 @@ def conversation(state: SessionState, audit: list[dict[str, Any]], urls: Urls,
             item = TurnItem(turn, refs, "words", line=turn.text_reply or "",
                             said_by=engine_name(turn, offline))
         else:
-            item = TurnItem(turn, refs, "failed", line=presenter.no_version_line(result_of(turn, state)))
+            item = TurnItem(turn, refs, "failed",
+                            line=html(presenter.no_version_line(result_of(turn, state))))
         item.asked = shown_instruction(state, turn)
         items.append((turn.created_at, len(items), item))
     for entry in audit:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.chat.backend import IncomingMessage, VersionPost
+from bot.chat.controls import Control
+from bot.chat.text import Code, Link, Mention, Plain, Strong, Text
 from bot.domain import SessionKey
 
 log = logging.getLogger(__name__)
@@ -20,13 +22,53 @@ log = logging.getLogger(__name__)
 # "invalid slack file" for a moment after. These waits cover that, then we fall back.
 FILE_READY_WAITS = (0.5, 1.0, 2.0, 4.0)
 GALLERY_ACTION = "threadedit-gallery"  # a link button; Slack still sends its click, which is acked
+# Slack sends a reaction's emoji name.
+REACTIONS: Mapping[str, Control] = {
+    "leftwards_arrow_with_hook": Control.UNDO,
+    "repeat": Control.RETRY,
+    "white_check_mark": Control.APPROVE,
+}
+
+# mrkdwn has no escape for its formatting characters (a backslash stays visible). A zero-width
+# space on each side of one keeps it from opening or closing bold, italic or strike, and the
+# reader still sees (and copies) the character itself. Between two letters or digits (file_name)
+# *, _ and ~ format nothing in Slack and are left alone; a backtick always gets the spaces.
+_MARKERS = re.compile(r"`|[*_~](?![^\W_])|(?<![^\W_])[*_~]")
+ZWSP = "\u200b"
+
+
+def escape(text: str) -> str:
+    """Plain words for mrkdwn: &, < and > as the entities Slack asks for (so a typed <!channel> or
+    <@U123> is text, not a ping), and formatting characters that format nothing."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKERS.sub(lambda m: f"{ZWSP}{m[0]}{ZWSP}", text)
+
+
+def mrkdwn(text: Text, *, bold: bool = True) -> str:
+    """The neutral text as Slack mrkdwn. `bold=False` for a notification's fallback text."""
+    out: list[str] = []
+    for span in text.spans:
+        match span:
+            case Plain(words):
+                out.append(escape(words))
+            case Strong(words):
+                out.append(f"*{escape(words)}*" if bold else escape(words))
+            case Code(words):
+                safe = words.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                out.append(f"`{safe}`" if "`" not in words else escape(words))
+            case Mention(user):
+                out.append(f"<@{user}>" if user.isascii() and user.isalnum() else escape(user))
+            case Link(url, label):
+                target = url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E")
+                out.append(f"<{target.replace('|', '%7C')}|{escape(label)}>")
+    return "".join(out)
 
 
 def version_blocks(post: VersionPost, file_id: str) -> list[dict[str, Any]]:
     return [
         {"type": "image", "slack_file": {"id": file_id}, "alt_text": post.alt_text[:2000],
          "title": {"type": "plain_text", "text": f"v{post.version}"}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": post.caption[:3000]}]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn(post.caption)[:3000]}]},
         controls_block(post),
     ]
 
@@ -45,22 +87,14 @@ def controls_block(post: VersionPost) -> dict[str, Any]:
     }
 
 
-def no_broadcasts(text: str) -> str:
-    """The bot never writes <!channel>, <!here>, <!everyone> or <!subteam^...> itself, so any in
-    its text came from a user's instruction: shown as text, they ping nobody."""
-    return text.replace("<!", "&lt;!")
-
-
 class SlackBackend:
     platform = "slack"
+    reactions = REACTIONS
 
     def __init__(self, client: AsyncWebClient,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.client = client
         self._sleep = sleep
-
-    def mention(self, user: str) -> str:
-        return f"<@{user}>"
 
     def post_channel(self, key: SessionKey) -> str:
         return key.channel
@@ -71,28 +105,27 @@ class SlackBackend:
     async def show_working(self, key: SessionKey) -> None:
         return None  # bots have no typing indicator over the Events API
 
-    async def post_text(self, key: SessionKey, text: str) -> str:
+    async def post_text(self, key: SessionKey, text: Text) -> str:
         r = await self.client.chat_postMessage(channel=key.channel, thread_ts=key.thread,
-                                               text=no_broadcasts(text))
+                                               text=mrkdwn(text))
         return str(r["ts"])
 
-    async def update_text(self, key: SessionKey, message_id: str, text: str) -> None:
-        await self.client.chat_update(channel=key.channel, ts=message_id, text=no_broadcasts(text))
+    async def update_text(self, key: SessionKey, message_id: str, text: Text) -> None:
+        await self.client.chat_update(channel=key.channel, ts=message_id, text=mrkdwn(text))
 
-    async def post_ephemeral(self, key: SessionKey, user: str, text: str) -> None:
-        await self.client.chat_postEphemeral(channel=key.channel, user=user, text=no_broadcasts(text),
+    async def post_ephemeral(self, key: SessionKey, user: str, text: Text) -> None:
+        await self.client.chat_postEphemeral(channel=key.channel, user=user, text=mrkdwn(text),
                                              thread_ts=key.thread)
 
     async def post_version(self, key: SessionKey, post: VersionPost) -> str:
         """One message: the image (an uploaded file shown by an image block), caption, buttons."""
-        post = replace(post, caption=no_broadcasts(post.caption), alt_text=no_broadcasts(post.alt_text))
         ext = post.image_path.suffix or ".jpg"
         data = await asyncio.to_thread(post.image_path.read_bytes)
         upload = await self.client.files_upload_v2(
             content=data, filename=f"v{post.version}{ext}", title=f"v{post.version}",
             alt_txt=post.alt_text[:1000])
         file_id = str(upload["file"]["id"])
-        fallback = post.caption.replace("*", "")
+        fallback = mrkdwn(post.caption, bold=False)
         for wait in (*FILE_READY_WAITS, None):
             try:
                 r = await self.client.chat_postMessage(
@@ -111,6 +144,6 @@ class SlackBackend:
             channel=key.channel, thread_ts=key.thread)
         r = await self.client.chat_postMessage(
             channel=key.channel, thread_ts=key.thread, text=fallback,
-            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": post.caption[:3000]}},
+            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn(post.caption)[:3000]}},
                     controls_block(post)])
         return str(r["ts"])

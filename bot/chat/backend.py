@@ -1,15 +1,19 @@
 """The one interface each chat platform implements, and what adapters hand to the core.
 
-The core decides what to say and when; a backend only knows how to say it on its platform.
+The core decides what to say and when; a backend only knows how to say it on its platform. What
+the core says is neutral `Text` (bot.chat.text): each backend renders it in its own syntax and
+escapes plain words for it, and each backend says which of its reactions mean which control.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bot.chat.controls import Control
+from bot.chat.text import Text
 from bot.domain import SessionKey
 
 
@@ -58,16 +62,17 @@ class VersionPost:
     version: int
     image_path: Path
     mime: str
-    caption: str
-    alt_text: str
+    caption: Text
+    alt_text: str  # plain words, never formatted: describes the image to screen readers
     buttons: list[tuple[str, str]]  # (label, value)
     gallery_url: str | None = None  # a signed link to the session's gallery, when one is served
 
 
 class ChatBackend(Protocol):
     platform: str
-
-    def mention(self, user: str) -> str: ...
+    # The platform's reactions that work as controls, as the platform reports them (Slack: emoji
+    # names; Discord: the characters).
+    reactions: Mapping[str, Control]
 
     def post_channel(self, key: SessionKey) -> str:
         """The channel id the platform reports for messages posted in this session's thread
@@ -83,16 +88,16 @@ class ChatBackend(Protocol):
         """A platform's own sign of activity while a turn runs (Discord's typing); may do nothing."""
         ...
 
-    async def post_text(self, key: SessionKey, text: str) -> str:
+    async def post_text(self, key: SessionKey, text: Text) -> str:
         """Post in the thread; return the new message's id."""
         ...
 
-    async def update_text(self, key: SessionKey, message_id: str, text: str) -> None: ...
+    async def update_text(self, key: SessionKey, message_id: str, text: Text) -> None: ...
 
     async def post_version(self, key: SessionKey, post: VersionPost) -> str:
         """Post one message with the image, its caption and its buttons; return its id."""
         ...
 
-    async def post_ephemeral(self, key: SessionKey, user: str, text: str) -> None:
+    async def post_ephemeral(self, key: SessionKey, user: str, text: Text) -> None:
         """Tell one user something only they see (refusals)."""
         ...

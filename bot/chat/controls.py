@@ -1,4 +1,5 @@
-"""The controls on every version: buttons and reactions that mean the same thing everywhere."""
+"""The controls on every version: buttons that mean the same thing everywhere. Which reactions
+stand for them is each platform's own (`ChatBackend.reactions`)."""
 
 from __future__ import annotations
 
@@ -21,18 +22,6 @@ BUTTONS: list[tuple[Control, str]] = [
     (Control.UPSCALE, "4K"),
     (Control.APPROVE, "Approve"),
 ]
-
-# Slack sends emoji names, Discord sends the characters; both map to the same controls.
-REACTIONS: dict[str, Control] = {
-    "leftwards_arrow_with_hook": Control.UNDO,
-    "repeat": Control.RETRY,
-    "white_check_mark": Control.APPROVE,
-    "\u21a9\ufe0f": Control.UNDO,
-    "\u21a9": Control.UNDO,
-    "\U0001f501": Control.RETRY,
-    "\u2705": Control.APPROVE,
-}
-
 
 # A version already rendered at this size gets no 4K button: it would pay for the same image.
 def offers(control: Control, model: str, image_size: str | None) -> bool:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from bot.chat import presenter
 from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, Origin, VersionPost
 from bot.chat.commands import ThreadCommand, parse_thread_command
-from bot.chat.controls import REACTIONS, Control, buttons_for, parse_button_value
+from bot.chat.controls import Control, buttons_for, parse_button_value
+from bot.chat.text import Text
 from bot.domain import OperationRefused, Session, SessionKey, Turn, UnknownSession
 from bot.images import ImageRejected
 from bot.pipeline import TurnPipeline
@@ -79,7 +80,7 @@ class ChatCore:
 
     # Messages
 
-    async def channel_refusal(self, key: SessionKey, user: str) -> str | None:
+    async def channel_refusal(self, key: SessionKey, user: str) -> Text | None:
         """None when the bot works in this channel; else the sentence for the user (audited)."""
         if self.allowed_channels is None or key.channel in self.allowed_channels:
             return None
@@ -112,7 +113,7 @@ class ChatCore:
             attachments = [Attachment(await f.fetch(), f.name) for f in msg.files]
             turn = await self.service.submit_edit(key, msg.author, msg.text, attachments)
         except (AttachmentError, OperationRefused, ImageRejected) as exc:
-            await self.backend.post_text(key, f"{self.backend.mention(msg.author)} {exc.message}")
+            await self.backend.post_text(key, presenter.addressed(msg.author, exc.message))
             return
         await self._submit(turn)
 
@@ -128,15 +129,15 @@ class ChatCore:
                 s = await self.service.change_settings(session.id, msg.author, roles=msg.roles,
                                                        **{cmd.name: cmd.value})
                 await self.backend.post_text(
-                    key, "Settings: " + presenter.settings_line(s.model, s.aspect_ratio, s.image_size))
+                    key, presenter.settings_changed(s.model, s.aspect_ratio, s.image_size))
         except OperationRefused as exc:
             await self._refuse(key, msg.author, exc)
 
     async def _refuse(self, key: SessionKey, user: str, exc: OperationRefused) -> None:
         if exc.code in PRIVATE_REFUSALS:
-            await self.backend.post_ephemeral(key, user, exc.message)
+            await self.backend.post_ephemeral(key, user, Text.of(exc.message))
         else:
-            await self.backend.post_text(key, f"{self.backend.mention(user)} {exc.message}")
+            await self.backend.post_text(key, presenter.addressed(user, exc.message))
 
     async def _submit(self, turn: Turn) -> None:
         session = await self.store.get_session(turn.session_id)
@@ -167,7 +168,7 @@ class ChatCore:
     async def on_reaction(self, channel: str, message_id: str, emoji: str, actor: str,
                           added: bool, event_key: str | None = None,
                           roles: frozenset[str] = frozenset()) -> None:
-        control = REACTIONS.get(emoji)
+        control = self.backend.reactions.get(emoji)
         if control is None:
             return
         # Most reactions are on other people's messages: one read, and nothing written, for them.
@@ -238,7 +239,7 @@ class ChatCore:
         await self._tell(session.key, actor, presenter.CHANNEL_NOT_ALLOWED)
         return True
 
-    async def _tell(self, key: SessionKey, user: str, text: str) -> None:
+    async def _tell(self, key: SessionKey, user: str, text: Text) -> None:
         # A refusal is a courtesy: a place we cannot post to must not turn it into a failure.
         try:
             await self.backend.post_ephemeral(key, user, text)
@@ -254,19 +255,17 @@ class ChatCore:
                 head = state.head
                 view = (await svc.undo(session_id, actor) if head and head.version == version
                         else await svc.revert(session_id, actor, version))
-                await self.backend.post_text(key, f"{view.notice} ({self.backend.mention(actor)})")
+                await self.backend.post_text(key, presenter.undo_line(view, actor))
             elif control is Control.RETRY:
                 await self._submit(await svc.submit_retry(session_id, actor, version))
             elif control is Control.UPSCALE:
                 await self._submit(await svc.submit_upscale(session_id, actor, version))
             elif control is Control.APPROVE:
                 view = await svc.approve(session_id, actor, version, roles=roles)
-                await self.backend.post_text(key, presenter.approval_line(
-                    view, version, actor, self.backend.mention(actor)))
+                await self.backend.post_text(key, presenter.approval_line(view, version, actor))
             elif control is Control.WITHDRAW:
                 view = await svc.withdraw_approval(session_id, actor, version, roles=roles)
-                await self.backend.post_text(key, presenter.approval_line(
-                    view, version, actor, self.backend.mention(actor)))
+                await self.backend.post_text(key, presenter.approval_line(view, version, actor))
         except OperationRefused as exc:
             await self._refuse(key, actor, exc)
 
@@ -309,7 +308,7 @@ class ChatCore:
         key = session.key
         progress_id = await self.store.post_for_turn(result.turn_id, "progress")
         if result.status != "ok":
-            text = f"{self.backend.mention(result.author)} {presenter.no_version_line(result, self.offline)}"
+            text = presenter.addressed(result.author, presenter.no_version_line(result, self.offline))
             if progress_id:
                 await self.backend.update_text(key, progress_id, text)
             else:
@@ -323,7 +322,7 @@ class ChatCore:
         post = VersionPost(
             session_id=result.session_id, version=result.version, image_path=result.image_path,
             mime=result.mime or "image/jpeg",
-            caption=presenter.caption(result, self.backend.mention(result.author)),
+            caption=presenter.caption(result),
             alt_text=f"v{result.version}: {result.instruction[:900]}",
             buttons=buttons_for(result.session_id, result.version, result.model, result.image_size),
             gallery_url=self.gallery_link(result.session_id) if self.gallery_link else None,
@@ -334,4 +333,4 @@ class ChatCore:
         await self.store.mark_delivered(result.turn_id)
         if progress_id:
             with contextlib.suppress(Exception):
-                await self.backend.update_text(key, progress_id, f"v{result.version} is ready.")
+                await self.backend.update_text(key, progress_id, presenter.ready_line(result.version))

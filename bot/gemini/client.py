@@ -105,7 +105,7 @@ def classify(model: str, response: httpx.Response) -> EngineError:
     if code == 404:
         return EngineError("model_not_found", f"The model {model} is not available (it may have "
                            "been retired); set THREADEDIT_MODEL to gemini-3.1-flash-image or "
-                           "gemini-3-pro-image, or use `model flash` / `model pro`.", status=code)
+                           'gemini-3-pro-image, or use "model flash" / "model pro".', status=code)
     if code in (401, 403) or "API key" in message:
         return EngineError("auth", "Gemini refused the API key; check GEMINI_API_KEY."
                            + google, status=code)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from adapters.slack.backend import escape as slack_escape
 from bot.domain import TurnState
 from tests.fakes.gemini_server import Behaviour, FakeGemini
 from tests.fakes.slack_server import FakeSlack
@@ -105,7 +106,7 @@ async def test_a_model_fault_ends_in_a_retry_or_a_sentence_and_history_stays_int
         else:
             assert (failed.state, failed.reason, failed.version) == (
                 TurnState.FAILED, fault.outcome, None)
-            assert progress == f"<@UANA> {failed.message}"
+            assert progress == f"<@UANA> {slack_escape(failed.message or '')}"  # as words, never mrkdwn
             for words in fault.words:
                 assert words in progress
             assert "Traceback" not in progress and "Exception" not in progress
@@ -140,7 +141,7 @@ async def test_a_retired_model_is_explained_once_and_the_session_carries_on(
         assert gemini.requests[1].status == 404
         progress = (await progress_message(bot, failed.id))["text"]
         assert progress.startswith(f"<@UANA> The model {retired} is not available")
-        assert "`model flash`" in progress
+        assert '"model flash"' in progress
         state = await slack_state(bot)
         await bot.reply("model flash", "1700000001.000300")
         await eventually(lambda: "Settings: Nano Banana 2 · auto aspect · 1K" in posted_texts(bot))

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from adapters.slack.backend import mrkdwn
 from bot.chat import presenter
 from bot.domain import SessionKey, Turn, TurnState
 from tests.fakes.gemini_server import Behaviour, FakeGemini
@@ -110,10 +111,10 @@ async def test_replies_waiting_in_a_thread_are_told_their_place_and_run_in_order
         await bot.reply(text, f"1700000001.00010{n}")
         await eventually(lambda n=n: len(submitted) == n)
     assert posted_texts(bot)[-3:] == [
-        posted_texts(bot)[-3], presenter.queued_line(1), presenter.queued_line(2)]
+        posted_texts(bot)[-3], mrkdwn(presenter.queued_line(1)), mrkdwn(presenter.queued_line(2))]
     assert posted_texts(bot)[-3].startswith("Working on v2")
-    assert presenter.queued_line(1) == "Queued behind 1 instruction in this thread."
-    assert presenter.queued_line(2) == "Queued behind 2 instructions in this thread."
+    assert mrkdwn(presenter.queued_line(1)) == "Queued behind 1 instruction in this thread."
+    assert mrkdwn(presenter.queued_line(2)) == "Queued behind 2 instructions in this thread."
     bot.gemini.hold.set()
     await wait_versions(bot, 4)
     await bot.settle()
@@ -139,7 +140,7 @@ async def test_threads_waiting_for_a_model_slot_are_told_they_wait(bot: FaultHar
     await bot.handled_all()  # each mention has had its first answer posted
     waiting = [thread_of(bot, root)[0]["text"] for root in roots[CAP:]]
     try:
-        assert waiting == [presenter.waiting_line(1)] * 2
+        assert waiting == [mrkdwn(presenter.waiting_line(1))] * 2
     finally:
         bot.gemini.hold.set()
 

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from bot.chat.backend import IncomingMessage
+from bot.chat.text import Text
 from bot.domain import SessionKey, Turn, TurnState
 from tests.discord_harness import ALICE, BOB, CHANNEL, GUILD, DiscordHarness
 from tests.fakes.discord_server import FakeDiscord
@@ -173,11 +174,11 @@ async def test_a_later_reply_never_overtakes_an_earlier_one_whose_progress_post_
             other_submitted.set()
         return original_submit(turn)
 
-    async def post_text(key: SessionKey, text: str) -> str:
+    async def post_text(key: SessionKey, text: Text) -> str:
         # Slack answers the first reply's chat.postMessage late: hold it until the second reply
         # has gone as far as it can. The time limit only keeps a correct (serialising) core from
         # waiting here for ever; the outcome is decided by the order assertions below.
-        if text.startswith("Working on v2"):
+        if text.plain().startswith("Working on v2"):
             first_posting.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(other_submitted.wait(), 3.0)

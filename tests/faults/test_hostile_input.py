@@ -291,6 +291,9 @@ async def test_slack_special_mentions_in_an_instruction_are_not_echoed_as_pings(
     for mention in SPECIAL_MENTIONS:
         assert not any(mention in text for text in posted), mention
     assert "add a banner" in caption_of(v2)
+    # Shown as typed: the entities Slack asks for in place of < and >.
+    assert ("&lt;!channel&gt; &lt;!everyone&gt; &lt;!here&gt; &lt;!subteam^S0DESIGN|@design&gt; "
+            "add a banner · asked by <@UANA>") in caption_of(v2)
 
 
 # Discord -----------------------------------------------------------------------------------------
@@ -308,7 +311,9 @@ async def test_discord_never_pings_everyone_or_roles_and_refuses_html_named_png(
         await h.wait_versions(thread, 1)
         await fake.user_message(thread, BOB, "@everyone @here <@&3000> add a banner")
         [_, v2] = await h.wait_versions(thread, 2)
-        assert "@everyone" in v2["content"]  # echoed as text, which is fine only without a ping
+        # Echoed as the words typed, pinging nobody: @everyone and @here broken by a zero-width
+        # space, the role mention shown as typed.
+        assert "\u200b".join(["@", "everyone @", "here \\<@&3000> add a banner"]) in v2["content"]
         # A web page named .png reaches the core's image check here (no sign-in page to confuse).
         await fake.user_message(thread, ALICE, "use this",
                                 attachments=[("cat.png", HTML, "image/png")])
@@ -324,6 +329,9 @@ async def test_discord_never_pings_everyone_or_roles_and_refuses_html_named_png(
             assert allowed is not None, call.json
             assert not {"everyone", "roles"} & set(allowed.get("parse", [])), allowed
             assert not allowed.get("roles"), allowed
+            # Only the people the bot itself mentions (who asked) may be notified.
+            assert set(allowed.get("users", [])) <= {int(ALICE), int(BOB)}, allowed
+            assert "users" not in allowed.get("parse", []), allowed
         refusal = next(t for t in h.texts(thread) if "web page" in t)
         assert refusal == f'<@{ALICE}> "cat.png" looks like a web page (HTML), not an image; ' \
                           "please send a PNG or JPEG."

@@ -8,6 +8,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from adapters.discord.backend import discord_markdown
+from adapters.slack.backend import mrkdwn
 from bot.chat import presenter
 from bot.domain import SessionKey
 from tests.discord_harness import ALICE, BOB, CHANNEL, GUILD, DiscordHarness, custom_id
@@ -155,7 +157,7 @@ async def test_a_slack_click_naming_a_discord_session_changes_charges_and_posts_
             assert len(fake.calls) == discord_calls
             assert len([c for c in slack.calls if c.method == "chat.postMessage"]) == slack_posts
             # The clicker is told why, privately, in the thread they clicked in; each is audited.
-            told = [e for e in slack.ephemerals if e["text"] == presenter.NOT_THIS_THREAD]
+            told = [e for e in slack.ephemerals if e["text"] == mrkdwn(presenter.NOT_THIS_THREAD)]
             assert [(e["user"], e["channel"], e["thread_ts"]) for e in told] == [
                 ("UANA", SLACK_CHANNEL, ROOT_TS)] * 4
             assert sorted(await refusals(s.store)) == sorted(
@@ -183,7 +185,7 @@ async def test_a_slack_click_naming_a_session_of_another_thread_is_refused(
     await h.settle()
     assert (await h.store.load_state(boat.id)).approvals == []
     assert await snapshot(h.store, SLACK_KEY) == before
-    assert slack.ephemerals[-1]["text"] == presenter.NOT_THIS_THREAD
+    assert slack.ephemerals[-1]["text"] == mrkdwn(presenter.NOT_THIS_THREAD)
     await h.stop()
 
 
@@ -212,7 +214,7 @@ async def test_a_discord_click_naming_a_slack_session_is_refused_privately(
             assert len(slack.calls) == slack_calls
             for click in clicks:
                 [said] = [r["message"] for r in fake.responses_to(click) if r["kind"] == "followup"]
-                assert said["flags"] & 64 and said["content"] == presenter.NOT_THIS_THREAD
+                assert said["flags"] & 64 and said["content"] == discord_markdown(presenter.NOT_THIS_THREAD)
             assert [m["id"] for m in d.posts(thread)] == posted  # nothing said in the thread
         finally:
             await d.stop()
@@ -238,7 +240,7 @@ async def test_slack_clicks_and_reactions_outside_the_allowed_channels_are_refus
     await h.react("leftwards_arrow_with_hook", v1["ts"])
     await h.settle()
     assert len(gemini.requests) == requests
-    assert [e["text"] for e in slack.ephemerals] == [presenter.CHANNEL_NOT_ALLOWED] * 4
+    assert [e["text"] for e in slack.ephemerals] == [mrkdwn(presenter.CHANNEL_NOT_ALLOWED)] * 4
     after = await snapshot(h.store, SLACK_KEY)
     assert after[:4] == before[:4]  # no turn, no approval, same head
     log = await _audit(h.store, SLACK_KEY)
@@ -262,9 +264,9 @@ async def test_discord_clicks_and_reactions_outside_the_allowed_channels_are_ref
         await h.settle(click, react)
         assert len(gemini.requests) == requests
         [said] = [r["message"] for r in fake.responses_to(click) if r["kind"] == "followup"]
-        assert said["flags"] & 64 and said["content"] == presenter.CHANNEL_NOT_ALLOWED
+        assert said["flags"] & 64 and said["content"] == discord_markdown(presenter.CHANNEL_NOT_ALLOWED)
         # A reaction has no private answer on Discord: a short-lived note in the thread.
-        assert h.texts(thread)[-1] == f"<@{ALICE}> {presenter.CHANNEL_NOT_ALLOWED}"
+        assert h.texts(thread)[-1] == f"<@{ALICE}> {discord_markdown(presenter.CHANNEL_NOT_ALLOWED)}"
         assert (await snapshot(h.store, key))[:4] == before[:4]
         assert (await _audit(h.store, key))[-2:] == [(ALICE, "approve", "refused"),
                                                       (ALICE, "retry", "refused")]
