@@ -3,7 +3,7 @@
 `GeminiFiles` uploads bytes with the two-step resumable protocol and waits until the file is
 ACTIVE. `ReferenceFiles` rewrites a request's packed contents so that each user image (a
 `blob:<key>` reference, see bot/storage/blobs.py) becomes a `fileData` URI, uploading each blob
-once per 48 h lifetime and remembering the upload in SQLite (bot/storage/uploads.py). Model
+once per 48 h lifetime and remembering the upload in the store (bot/storage/uploads.py). Model
 contents are never touched: they are replayed verbatim, thought signatures and inline images
 included. A failed upload leaves the image inline, so the request still works, only larger.
 
@@ -17,13 +17,13 @@ import asyncio
 import copy
 import logging
 import re
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.storage.blobs import BLOB_PREFIX, BlobStore
 
@@ -272,7 +272,7 @@ class ReferenceFiles:
             return None
         try:
             await self.uploads.put(key, file)
-        except sqlite3.Error as exc:  # the file works for this request; the next one uploads again
+        except SQLAlchemyError as exc:  # the file works for this request; the next one uploads again
             log.warning("could not remember the upload of %s: %s", key[:16], exc)
         return file
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
+
 from bot.domain import SessionKey
+from bot.storage.schema import audit_log
 from tests.discord_harness import ALICE, BOB, CHANNEL, GUILD, DiscordHarness, custom_id
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.gemini_server import FakeGemini
@@ -71,7 +74,8 @@ async def test_channels_outside_the_list_are_refused_and_audited(slack: FakeSlac
     await eventually(lambda: slack.ephemerals)
     await h.settle()
     assert gemini.requests == []
-    async with h.store.db.execute(
-            "SELECT actor, action, outcome FROM audit_log WHERE session_id IS NULL") as cur:
-        assert ("UANA", "message", "refused") in [tuple(r) for r in await cur.fetchall()]
+    rows = await h.store.read(lambda uow: uow.conn.execute(
+        select(audit_log.c.actor, audit_log.c.action, audit_log.c.outcome)
+        .where(audit_log.c.session_id.is_(None))))
+    assert ("UANA", "message", "refused") in [tuple(r) for r in rows]
     await h.stop()
