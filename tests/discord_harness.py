@@ -34,12 +34,12 @@ class DiscordHarness:
         self.public_url = ""
 
     async def start(self) -> DiscordHarness:
-        self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
         engine = make_engine(self.gemini)
         blobs = BlobStore(self.data_dir / "blobs")
-        service = EditService(self.store, blobs, engine, defaults=SessionDefaults())
         settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir),
                                  THREADEDIT_PUBLIC_URL=self.public_url)
+        self.store = await SessionStore.open(settings.database_url)  # this test's database
+        service = EditService(self.store, blobs, engine, defaults=SessionDefaults())
         self.app = App(settings, self.store, blobs, engine, service, asyncio.Semaphore(4))
         self.adapter = DiscordAdapter(
             DiscordSettings(DISCORD_TOKEN=self.fake.token, DISCORD_API_BASE=self.fake.api_base,

@@ -49,13 +49,13 @@ class Harness:
         self.public_url = ""
 
     async def start(self) -> Harness:
-        self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
         engine = make_engine(self.gemini)
         blobs = BlobStore(self.data_dir / "blobs")
-        service = EditService(self.store, blobs, engine, defaults=SessionDefaults(),
-                              spend_limits=self.spend_limits)
         settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir),
                                  THREADEDIT_PUBLIC_URL=self.public_url)
+        self.store = await SessionStore.open(settings.database_url)  # this test's database
+        service = EditService(self.store, blobs, engine, defaults=SessionDefaults(),
+                              spend_limits=self.spend_limits)
         self.app = App(settings, self.store, blobs, engine, service)
         self.adapter = SlackAdapter(
             SlackSettings(SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=self.slack.api_url,

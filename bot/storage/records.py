@@ -19,10 +19,12 @@ _CHUNK = 500  # URIs per DELETE: well under SQLite's limit on parameters in one 
 class InboundEvents(Repository):
     async def claim(self, platform: str, event_key: str) -> bool:
         """True the first time a platform event is seen; False for every redelivery."""
+        # RETURNING, not rowcount: psycopg's async cursor reports no count for an INSERT.
         done = await self.conn.execute(upsert_insert(self.conn, inbound_events).values(
             platform=platform, event_key=event_key, received_at=utcnow(),
-        ).on_conflict_do_nothing(index_elements=["platform", "event_key"]))
-        return bool(done.rowcount == 1)
+        ).on_conflict_do_nothing(index_elements=["platform", "event_key"])
+            .returning(inbound_events.c.event_key))
+        return done.first() is not None
 
     async def release(self, platform: str, event_key: str) -> None:
         await self.conn.execute(delete(inbound_events).where(

@@ -99,6 +99,7 @@ class Store:
         """Run `op` in one write transaction: all of its writes land, or none. SQLite: BEGIN
         IMMEDIATE takes the file's write lock first, so two processes numbering versions queue
         rather than both reading the same maximum."""
+        self._refuse_nesting()
         if self.is_sqlite:
             async with self._write_lock:
                 return await self._run(op, write=True)
@@ -106,14 +107,17 @@ class Store:
 
     async def read(self, op: Op[T]) -> T:
         """Run `op` in one read transaction (one consistent view; no write lock)."""
+        self._refuse_nesting()
         return await self._run(op, write=False)
 
-    async def _run(self, op: Op[T], *, write: bool) -> T:
+    def _refuse_nesting(self) -> None:
         if _inside.get() is self:
             # Another transaction from inside an op would split the op in two (and on SQLite
             # wait for the lock its own caller holds): use the repositories on the op's uow.
             raise RuntimeError("a store operation was called inside a transaction; use the unit of "
                                "work's repositories (uow.turns, ...) instead")
+
+    async def _run(self, op: Op[T], *, write: bool) -> T:
         for attempt in range(RETRY_ATTEMPTS + 1):
             try:
                 return await self._attempt(op, write)
