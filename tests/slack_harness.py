@@ -23,6 +23,7 @@ from bot.config import load_settings
 from bot.service import EditService, SessionDefaults
 from bot.spending import SpendLimits
 from bot.storage.blobs import BlobStore
+from bot.storage.db import make_private_dir
 from bot.storage.repository import SessionStore
 from tests.conftest import make_engine
 from tests.fakes.gemini_server import FakeGemini
@@ -54,6 +55,7 @@ class Harness:
         settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir),
                                  THREADEDIT_PUBLIC_URL=self.public_url)
         self.store = await SessionStore.open(settings.database_url)  # this test's database
+        make_private_dir(self.data_dir)  # as open_app does, whichever database holds the rows
         service = EditService(self.store, blobs, engine, defaults=SessionDefaults(),
                               spend_limits=self.spend_limits)
         self.app = App(settings, self.store, blobs, engine, service)
