@@ -90,7 +90,9 @@ class Store:
             await migrate.upgrade(url)
         except MigrationError as exc:
             raise StoreUnavailable(str(exc)) from None
-        return cls(make_engine(url), url)
+        # Every connection ends its transaction itself (Store._attempt), so the pool's own ROLLBACK
+        # on return would only cost a round trip per operation.
+        return cls(make_engine(url, pool_reset_on_return=None), url)
 
     async def close(self) -> None:
         await self.engine.dispose()
