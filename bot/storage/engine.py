@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from bot.storage.db import StoreUnavailable, create_private_file, make_private_dir, unusable_database
 
 # Several processes (CLI calls, the bot, the playground) may share one SQLite file: wait this
-# long for another's write lock instead of failing at once, as bot/storage/db.py does.
+# long for another's write lock instead of failing at once.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # An unreachable PostgreSQL host (a dropped packet, not a refusal) fails after this long.
 PG_CONNECT_TIMEOUT_SECONDS = 10
