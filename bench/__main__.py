@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="smaller runs (about a minute): fewer sessions and turns, shorter latency")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results",
                    help="where charts and results.json go (default: bench/results)")
+    p.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="the store turn_time runs on: sqlite (default) or postgresql (the server "
+                        "THREADEDIT_DATABASE_URL names, else a throwaway one started from Debian's "
+                        "postgresql binaries)")
     p.add_argument("--keep-work", action="store_true",
                    help="keep the temporary data directories and logs, and say where they are")
     return p
@@ -92,12 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     machine = report.machine_info(REPO, work)
     report.print_machine(machine)
-    print(f"Benchmarks: {', '.join(names)}{' (quick)' if args.quick else ''}; output in {out}")
+    print(f"Benchmarks: {', '.join(names)}{' (quick)' if args.quick else ''}; store {args.store}; "
+          f"output in {out}")
     if args.quick:
         print("Quick run: smaller than the issue's configurations, so verdicts are indicative only.")
     started = time.perf_counter()
     try:
-        results, ok = asyncio.run(_run_all(names, Run(work=work, out=out, quick=args.quick)))
+        results, ok = asyncio.run(_run_all(names, Run(work=work, out=out, quick=args.quick,
+                                                       store=args.store)))
     finally:
         if args.keep_work:
             print(f"Work directory kept: {work}")

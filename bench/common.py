@@ -15,6 +15,7 @@ class Run:
     work: Path  # a private temporary directory for this run: data dirs, logs, rendered photos
     out: Path  # where PNG charts and results.json go
     quick: bool
+    store: str = "sqlite"  # turn_time's store: sqlite (the data directory's file) or postgresql
     _seeded: dict[tuple[int, int], Path] = field(default_factory=dict)
 
     def fresh_dir(self, name: str) -> Path:

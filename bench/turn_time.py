@@ -7,12 +7,12 @@ with zero latency returning 2048x2048 photo-like JPEGs of about 1 MB (Gemini 3.1
 Bot time of a turn = wall time of `submit_edit` + `run_turn`, minus the fake's handling time for
 that turn's request as the fake measured it (`server_s`: parsing and checking the request and
 building its answer).
- Included: recording the queued turn (SQLite), loading the session, reading the history's
- images from disk and base64-encoding them, the context policy (if any), building the request
- and its JSON, the spend guard's reserve and settle, the HTTP client over loopback (sending the
- body, receiving the answer, both sockets' copying), parsing the answer's JSON, decoding the
- image, storing it (sha256, write, fsync of file and directory), the SQLite writes that make it
- a version, and reading back the result.
+ Included: recording the queued turn (SQLite, or PostgreSQL with --store postgresql), loading
+ the session, reading the history's images from disk and base64-encoding them, the context
+ policy (if any), building the request and its JSON, the spend guard's reserve and settle, the
+ HTTP client over loopback (sending the body, receiving the answer, both sockets' copying),
+ parsing the answer's JSON, decoding the image, storing it (sha256, write, fsync of file and
+ directory), the store's writes that make it a version, and reading back the result.
  Excluded: everything the fake does between having read the request body and having built its
  answer (the part a real model spends as model time). The fake runs in its own process, so its
  CPU is never on the bot's core; `cpu` is the bot process's CPU time per turn (all threads,
@@ -24,7 +24,10 @@ each code path), since a running bot is warm.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from bench import charts, report
@@ -39,13 +42,37 @@ WINDOW = 5
 TARGET_MS = 50.0
 
 
+@asynccontextmanager
+async def store_env(store: str) -> AsyncIterator[dict[str, str]]:
+    """THREADEDIT_DATABASE_URL for the chosen store: none for SQLite (the data directory's file);
+    for PostgreSQL the one set in the environment, else a throwaway server of our own (started as
+    the tests start theirs, tests/postgres.py) for the length of the run."""
+    if store != "postgresql":
+        yield {}
+        return
+    if os.environ.get("THREADEDIT_DATABASE_URL", "").startswith("postgresql"):
+        yield {"THREADEDIT_DATABASE_URL": os.environ["THREADEDIT_DATABASE_URL"]}
+        return
+    from tests.postgres import Cluster, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        raise RuntimeError("--store postgresql needs THREADEDIT_DATABASE_URL or PostgreSQL's server "
+                           "binaries (apt-get install postgresql)")
+    cluster = Cluster(bin_dir).start()
+    try:
+        yield {"THREADEDIT_DATABASE_URL": cluster.new_database()}
+    finally:
+        cluster.stop()
+
+
 async def run(ctx: Run, *, sessions: int | None = None, turns: int = 60) -> dict[str, Any]:
     sessions = sessions or (1 if ctx.quick else 5)
     await ctx.photos_ready()
     samples: list[dict[str, Any]] = []
     failures: list[str] = []
-    async with fake_model(ctx.work, latency=0.0) as fake:
-        async with bench_app(ctx.fresh_dir("turn-time"), fake) as app:
+    async with fake_model(ctx.work, latency=0.0) as fake, store_env(ctx.store) as db:
+        async with bench_app(ctx.fresh_dir("turn-time"), fake, **db) as app:
             settings = context_settings(app.settings)
             warm_up = SessionKey("cli", "bench", "turn-time", "warm-up")
             for k in (1, 2):
@@ -77,6 +104,7 @@ async def run(ctx: Run, *, sessions: int | None = None, turns: int = 60) -> dict
                                   bytes=req["bytes"], images=req["images"])
                 samples.extend(mine)
     result = _summarise(samples, sessions, turns, failures, settings)
+    result["store"] = ctx.store
     _print(result)
     charts.turn_time(result, ctx.chart(NAME))
     return result
@@ -126,7 +154,8 @@ def _summarise(samples: list[dict[str, Any]], sessions: int, turns: int, failure
 
 def _print(r: dict[str, Any]) -> None:
     report.heading("1. Bot time per turn, model time excluded (2K JPEG results, zero-latency model)")
-    print(f"{r['sessions']} session(s) x {r['turns']} turns, run one turn at a time; each row is "
+    print(f"Store: {r.get('store', 'sqlite')}. "
+          f"{r['sessions']} session(s) x {r['turns']} turns, run one turn at a time; each row is "
           f"turns k-{WINDOW - 1}..k of every session. Context settings: "
           f"{r['context_settings'] or 'none (full replay)'}")
     report.table(

@@ -67,14 +67,17 @@ def make_chat_core(app: App, backend: ChatBackend, policy: AccessPolicy, *,
 
 @asynccontextmanager
 async def open_app(settings: Settings, engine: Engine | None = None) -> AsyncIterator[App]:
-    # Whatever was opened is closed if a later step fails: an open database connection's
-    # thread would keep the process alive after the error was reported.
+    # Whatever was opened is closed if a later step fails: an open database connection (for
+    # SQLite, its thread) would keep the process alive after the error was reported.
     async with AsyncExitStack() as opened:
         engine = engine or make_engine(settings)
         opened.push_async_callback(engine.aclose)
-        store = await SessionStore.open(settings.db_path)
+        store = await SessionStore.open(settings.database_url)  # THREADEDIT_DATABASE_URL
         opened.push_async_callback(store.close)
-        make_private_dir(settings.blob_dir)  # a sentence, not an OSError, if it cannot be made
+        # The data directory holds the images whichever database holds the rest: private, and a
+        # sentence, not an OSError, if it cannot be made.
+        make_private_dir(settings.data_dir)
+        make_private_dir(settings.blob_dir)
         app = _wire(settings, engine, store, BlobStore(settings.blob_dir))
         if app.service.files is not None:
             opened.push_async_callback(app.service.files.files.aclose)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from bot import catalog
@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     # More Host names the playground answers to, besides this machine's own (against DNS rebinding).
     # NoDecode: the validator reads the text as written, instead of pydantic-settings' JSON first.
     allowed_hosts: IdList = Field(default=frozenset(), alias="THREADEDIT_ALLOWED_HOSTS")
+    # Where the store is (an SQLAlchemy URL): blank means the SQLite file in the data directory
+    # (sqlite+aiosqlite:///<data dir>/threadedit.sqlite3); postgresql+psycopg://user:password@
+    # host:5432/database shares one store between processes and machines. Never shown in errors.
+    database_url: str = Field(default="", alias="THREADEDIT_DATABASE_URL")
 
     @field_validator("engine", "aspect_ratio", "gemini_api_key", mode="before")
     @classmethod
@@ -134,6 +138,31 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_dir_is_default(cls, v: object) -> object:
         return _default_data_dir() if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _check_database_url(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if not v.strip():
+            return ""
+        try:
+            driver = make_url(v.strip()).drivername
+        except (ArgumentError, ValueError):
+            driver = ""
+        if driver not in ("sqlite+aiosqlite", "postgresql+psycopg"):
+            raise ValueError("must be sqlite+aiosqlite:///path/to/file.sqlite3 or "
+                             "postgresql+psycopg://user:password@host:5432/database")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _default_database_is_the_data_dirs(self) -> Settings:
+        if not self.database_url:
+            from bot.storage.engine import sqlite_url
+
+            self.database_url = sqlite_url(self.db_path)
+        return self
 
     @field_validator("model", mode="after")
     @classmethod
@@ -187,7 +216,8 @@ class Settings(BaseSettings):
         return self.data_dir / "blobs"
 
 
-_SECRET_WORDS = ("key", "secret", "token", "password")
+# Settings whose value is never repeated in an error (a database URL may hold a password).
+_SECRET_WORDS = ("key", "secret", "token", "password", "database_url")
 S = TypeVar("S", bound=BaseSettings)
 
 

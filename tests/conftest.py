@@ -13,7 +13,10 @@ from bot.storage.blobs import BlobStore
 from bot.storage.repository import SessionStore
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.slack_server import FakeSlack
-from tests.postgres import pg_cluster, pg_url  # noqa: F401  (a throwaway PostgreSQL: tests/postgres.py)
+
+# A throwaway PostgreSQL (tests/postgres.py); `test_database` puts every test on a new PostgreSQL
+# database when THREADEDIT_TEST_DATABASE=postgresql, else on its data directory's SQLite file.
+from tests.postgres import pg_cluster, pg_url, store_url, test_database  # noqa: F401
 
 API_KEY = "test-key-5a2b7c"
 
@@ -35,7 +38,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(data_dir: Path) -> AsyncIterator[SessionStore]:
-    s = await SessionStore.open(data_dir / "threadedit.sqlite3")
+    s = await SessionStore.open(store_url(data_dir))
     yield s
     await s.close()
 

@@ -14,6 +14,7 @@ from bot.app import App
 from bot.config import load_settings
 from bot.service import EditService, SessionDefaults
 from bot.storage.blobs import BlobStore
+from bot.storage.db import make_private_dir
 from bot.storage.repository import SessionStore
 from tests.conftest import make_engine
 from tests.fakes.discord_server import FakeDiscord
@@ -36,12 +37,13 @@ class DiscordHarness:
         self.handled: Counter[str] = Counter()  # deliveries the adapter handled to their end
 
     async def start(self) -> DiscordHarness:
-        self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
         engine = make_engine(self.gemini)
         blobs = BlobStore(self.data_dir / "blobs")
-        service = EditService(self.store, blobs, engine, defaults=SessionDefaults())
         settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir),
                                  THREADEDIT_PUBLIC_URL=self.public_url)
+        self.store = await SessionStore.open(settings.database_url)  # this test's database
+        make_private_dir(self.data_dir)  # as open_app does, whichever database holds the rows
+        service = EditService(self.store, blobs, engine, defaults=SessionDefaults())
         self.app = App(settings, self.store, blobs, engine, service, asyncio.Semaphore(4))
         self.adapter = DiscordAdapter(
             DiscordSettings(DISCORD_TOKEN=self.fake.token, DISCORD_API_BASE=self.fake.api_base,

@@ -3,6 +3,11 @@ in a temporary folder, trust authentication on 127.0.0.1 only, a free port, fsyn
 
 `initdb` refuses to run as root, so as root the cluster runs as the `postgres` user (runuser).
 Without the binaries the PostgreSQL tests skip, except under CI, where they fail.
+
+One place chooses the database every shared fixture and harness uses: with
+THREADEDIT_TEST_DATABASE=postgresql, each test gets a new PostgreSQL database (a copy of one
+already migrated, so opening the store has nothing to do), given to the code under test as
+THREADEDIT_DATABASE_URL; otherwise each test's data directory holds its SQLite file as today.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +28,9 @@ from tests.processes import free_port
 
 SUPERUSER = "postgres"
 _START_TIMEOUT_SECONDS = 60
+TEST_DATABASE_ENV = "THREADEDIT_TEST_DATABASE"  # "postgresql": the shared fixtures use PostgreSQL
+DATABASE_URL_ENV = "THREADEDIT_DATABASE_URL"
+_MIGRATED_TEMPLATE = "threadedit_migrated"
 
 
 def find_bin_dir() -> Path | None:
@@ -152,14 +159,79 @@ class Cluster:
         return self.url(name)
 
 
+_shared: Cluster | None = None
+_template_ready = False
+
+
+def shared_cluster() -> Cluster:
+    """The one PostgreSQL server of this test process, started on first use and stopped when the
+    process ends (atexit, or its watchdog if the process is killed)."""
+    global _shared
+    if _shared is None:
+        _shared = Cluster(require_postgres()).start()
+    return _shared
+
+
+def on_postgres() -> bool:
+    """Whether this run puts the shared fixtures on PostgreSQL (THREADEDIT_TEST_DATABASE)."""
+    return os.environ.get(TEST_DATABASE_ENV, "").strip().lower() in ("postgresql", "postgres", "pg")
+
+
+def new_migrated_database() -> str:
+    """A new database with the store's schema already in it: a copy of a template migrated
+    once per run, which is much faster than migrating every test's database."""
+    global _template_ready
+    cluster = shared_cluster()
+    if not _template_ready:
+        import psycopg
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        from bot.storage.migrate import _upgrade
+
+        with psycopg.connect(host="127.0.0.1", port=cluster.port, user=SUPERUSER, dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{_MIGRATED_TEMPLATE}"')
+        engine = create_engine(cluster.url(_MIGRATED_TEMPLATE), poolclass=NullPool,
+                               connect_args={"prepare_threshold": None})
+        try:
+            with engine.begin() as conn:
+                _upgrade(conn)
+        finally:
+            engine.dispose()
+        _template_ready = True
+    return cluster.new_database(template=_MIGRATED_TEMPLATE)
+
+
+def store_url(data_dir: Path) -> str | Path:
+    """Where a test's store is: this test's PostgreSQL database, or the data directory's file."""
+    return os.environ.get(DATABASE_URL_ENV) or data_dir / "threadedit.sqlite3"
+
+
+def process_env() -> dict[str, str]:
+    """What a `python -m bot` child needs to use this test's database (nothing on SQLite: its
+    data directory says where the file is)."""
+    url = os.environ.get(DATABASE_URL_ENV)
+    return {DATABASE_URL_ENV: url} if url and on_postgres() else {}
+
+
+@pytest.fixture(autouse=True)
+def test_database(monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The database of this test: on PostgreSQL a new one, named in THREADEDIT_DATABASE_URL,
+    which every Settings (and so every harness and the store fixture) reads; on SQLite none is
+    set, so the data directory's file is used (a developer's own URL never leaks in)."""
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    if not on_postgres():
+        return None
+    url = new_migrated_database()
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
+    return url
+
+
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Cluster]:
-    """One PostgreSQL server for the whole test session, always stopped at its end."""
-    cluster = Cluster(require_postgres())
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+def pg_cluster() -> Cluster:
+    """One PostgreSQL server for the whole test session (stopped when the run ends)."""
+    return shared_cluster()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from bot.config import load_settings
 from bot.service import EditService, SessionDefaults
 from bot.spending import SpendLimits
 from bot.storage.blobs import BlobStore
+from bot.storage.db import make_private_dir
 from bot.storage.repository import SessionStore
 from tests.conftest import make_engine
 from tests.fakes.gemini_server import FakeGemini
@@ -54,13 +55,14 @@ class Harness:
         self.handled: Counter[str] = Counter()
 
     async def start(self) -> Harness:
-        self.store = await SessionStore.open(self.data_dir / "threadedit.sqlite3")
         engine = make_engine(self.gemini)
         blobs = BlobStore(self.data_dir / "blobs")
-        service = EditService(self.store, blobs, engine, defaults=SessionDefaults(),
-                              spend_limits=self.spend_limits)
         settings = load_settings(THREADEDIT_DATA_DIR=str(self.data_dir),
                                  THREADEDIT_PUBLIC_URL=self.public_url)
+        self.store = await SessionStore.open(settings.database_url)  # this test's database
+        make_private_dir(self.data_dir)  # as open_app does, whichever database holds the rows
+        service = EditService(self.store, blobs, engine, defaults=SessionDefaults(),
+                              spend_limits=self.spend_limits)
         self.app = App(settings, self.store, blobs, engine, service)
         self.adapter = SlackAdapter(
             SlackSettings(SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=self.slack.api_url,

@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.conftest import API_KEY
 from tests.fakes.gemini_server import Behaviour, FakeGemini
+from tests.postgres import process_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,8 @@ class Cli:
 def _env(tmp: Path, **kw: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GEMINI_", "THREADEDIT_", "SLACK_", "DISCORD_"))}
-    env.update(PYTHONPATH=str(ROOT), THREADEDIT_DATA_DIR=str(tmp / "data"), **kw)
+    # With THREADEDIT_TEST_DATABASE=postgresql, the child uses this test's database too.
+    env.update(PYTHONPATH=str(ROOT), THREADEDIT_DATA_DIR=str(tmp / "data"), **process_env(), **kw)
     return env
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 import pytest
+from sqlalchemy import update
 
 from bot import catalog
 from bot.config import ConfigError, load_settings
@@ -15,6 +16,8 @@ from bot.domain import OperationRefused, SessionKey
 from bot.service import EditService
 from bot.spending import actual_usd
 from bot.storage.repository import SessionStore
+from bot.storage.schema import turns
+from bot.storage.usage import UsageLedger
 from tests.conftest import API_KEY
 from tests.fakes.gemini_server import FakeGemini
 from tests.test_cli import ROOT
@@ -25,8 +28,7 @@ RETIRED = ("Nano Banana (gemini-2.5-flash-image) was shut down by Google on 2026
 
 
 async def usage_rows(store: SessionStore) -> list[tuple]:
-    async with store.db.execute("SELECT turn_id, state FROM usage") as cur:
-        return list(await cur.fetchall())
+    return [(r["turn_id"], r["state"]) for r in await UsageLedger(store).rows()]
 
 
 def test_the_catalog_offers_lite_and_not_the_shut_down_model() -> None:
@@ -92,7 +94,8 @@ async def test_a_session_left_on_a_shut_down_model_hears_so_and_nothing_is_sent(
     session = await store.get_session(queued.session_id)
     await store.update_settings(session.id, model=catalog.FLASH_25, aspect=None, size=None)
     stale = await store.get_turn(queued.id)
-    await store._write("UPDATE turns SET model=? WHERE id=?", (catalog.FLASH_25, stale.id))
+    await store.transact(lambda uow: uow.conn.execute(
+        update(turns).where(turns.c.id == stale.id).values(model=catalog.FLASH_25)))
 
     result = await service.run_turn(queued.id)
     assert (result.status, result.message, result.version) == ("failed", RETIRED, None)
@@ -119,6 +122,6 @@ async def test_lite_is_sent_at_1k_and_priced_as_listed(service: EditService, gem
     assert request.body["generationConfig"]["imageConfig"] == {"imageSize": "1K"}
     usage = {"promptTokenCount": 1_000_000}
     assert actual_usd(catalog.FLASH_LITE, "1K", usage) == pytest.approx(0.0336 + 0.25)
-    async with store.db.execute("SELECT state, cost_usd FROM usage") as cur:
-        [(state, cost)] = await cur.fetchall()
+    [row] = await UsageLedger(store).rows()
+    state, cost = row["state"], row["cost_usd"]
     assert state == "charged" and 0.0336 < cost < 0.034

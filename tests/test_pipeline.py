@@ -7,6 +7,7 @@ import gc
 import logging
 
 import pytest
+from sqlalchemy import update
 
 from bot.chat.backend import IncomingMessage
 from bot.chat.core import ChatCore
@@ -14,6 +15,7 @@ from bot.chat.text import Text
 from bot.domain import SessionKey, TurnState
 from bot.pipeline import TurnPipeline
 from bot.service import EditService
+from bot.storage.schema import turns
 from tests.fakes.gemini_server import Behaviour
 from tests.slack_harness import eventually
 
@@ -73,8 +75,8 @@ async def test_unfinished_turns_are_resumed_and_stale_ones_reported(service: Edi
     fresh = await service.submit_edit(key(1), "ana", "a lighthouse")
     stale = await service.submit_edit(key(2), "ana", "a windmill")
     await service.store.mark_running(stale.id, None)  # as a crash mid-call would leave it
-    await service.store.db.execute(
-        "UPDATE turns SET created_at='2020-01-01T00:00:00.000+00:00' WHERE id=?", (stale.id,))
+    await service.store.transact(lambda uow: uow.conn.execute(  # as an old crash would leave it
+        update(turns).where(turns.c.id == stale.id).values(created_at="2020-01-01T00:00:00.000+00:00")))
 
     finished = []
 

@@ -19,6 +19,7 @@ from bot.service import EditService
 from bot.spending import image_usd
 from bot.storage.blobs import BlobStore, unpack_content
 from bot.storage.repository import SessionStore
+from bot.storage.usage import UsageLedger
 from tests.conftest import make_engine
 from tests.fakes.gemini_recorded import recorded_body
 from tests.fakes.gemini_server import Behaviour, FakeGemini
@@ -38,10 +39,8 @@ def recorded_content(name: str) -> dict[str, Any]:
 
 async def spend(store: SessionStore, turn_id: int) -> tuple[str, float]:
     """The turn's one entry in the spend ledger: (charged or refunded, USD)."""
-    async with store.db.execute("SELECT state, cost_usd FROM usage WHERE turn_id=?",
-                                (turn_id,)) as cur:
-        [(state, cost)] = await cur.fetchall()
-    return state, cost
+    [row] = [r for r in await UsageLedger(store).rows() if r["turn_id"] == turn_id]
+    return row["state"], row["cost_usd"]
 
 
 async def edit(service: EditService, text: str, **kw: Any):

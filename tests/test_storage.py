@@ -20,7 +20,8 @@ from bot.storage.blobs import (
     pack_content,
     unpack_content,
 )
-from bot.storage.db import apply_migrations, list_migrations
+from bot.storage.engine import sqlite_url
+from bot.storage.migrate import BASELINE, upgrade
 from bot.storage.repository import SessionStore
 
 
@@ -48,18 +49,22 @@ def realistic_content() -> dict:
     }
 
 
-async def test_migrations_are_applied_once_and_recorded(data_dir: Path) -> None:
+async def test_the_store_is_migrated_once_and_private(data_dir: Path) -> None:
     store = await SessionStore.open(data_dir / "db.sqlite3")
-    async with store.db.execute("SELECT version, name FROM schema_migrations") as cur:
-        rows = [tuple(r) for r in await cur.fetchall()]
-    assert rows == [(n, name) for n, name, _ in list_migrations()]
-    assert await apply_migrations(store.db) == []
-    async with store.db.execute("PRAGMA journal_mode") as cur:
-        assert (await cur.fetchone())[0] == "wal"
-    async with store.db.execute("PRAGMA foreign_keys") as cur:
-        assert (await cur.fetchone())[0] == 1
-    await store.close()
+    try:
+        version, journal, keys = await store.read(lambda uow: _facts(uow.conn))
+    finally:
+        await store.close()
+    assert version == BASELINE and journal == "wal" and keys == 1
+    assert await upgrade(sqlite_url(data_dir / "db.sqlite3")) == []  # nothing left to do
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+async def _facts(conn) -> tuple[str, str, int]:
+    version = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).scalar_one()
+    journal = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one()
+    keys = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar_one()
+    return version, journal, keys
 
 
 def test_blob_store_is_content_addressed(blobs: BlobStore) -> None:

@@ -111,3 +111,17 @@ def test_without_the_server_binaries_the_tests_skip_except_under_ci(
     monkeypatch.setenv("CI", "1")
     with pytest.raises(pytest.fail.Exception, match="apt-get install postgresql"):
         postgres.require_postgres()
+
+
+async def test_the_cli_says_an_unreachable_server_in_one_sentence_and_exits_2(tmp_path: Path) -> None:
+    from tests.processes import run_to_end
+    from tests.test_cli import _env
+
+    port = free_port()  # nothing listens there
+    env = {**_env(tmp_path, THREADEDIT_ENGINE="local"),
+           "THREADEDIT_DATABASE_URL": f"postgresql+psycopg://threadedit:s3cret-Pa55@127.0.0.1:{port}/te"}
+    code, out, err = await run_to_end(tmp_path, env, "history", "1", timeout=30)
+    assert (code, out) == (2, "")
+    assert err == (f"Cannot open the store: PostgreSQL at 127.0.0.1:{port}: nothing is listening "
+                   "there (connection refused).\n")
+    assert not (tmp_path / "data" / "threadedit.sqlite3").exists()  # no SQLite store made instead

@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import Column, Text
 
-from bot.storage import db as legacy_db
+from bot.storage import legacy_sqlite
 from bot.storage.engine import MigrationError, StoreUnavailable, make_engine, sqlite_url
 from bot.storage.migrate import BASELINE, migration_connection, upgrade
 from bot.storage.schema import include_name, metadata
@@ -141,16 +141,14 @@ async def test_a_batch_migration_on_an_adopted_store_loses_no_rows(old_data_dir:
 
 
 async def test_an_older_data_directory_gets_its_missing_sql_migrations_first(tmp_path: Path) -> None:
-    import aiosqlite
-
     older = tmp_path / "sql"
     older.mkdir()
-    for _, _, path in legacy_db.list_migrations()[:4]:  # a release from before 0005
+    for _, _, path in legacy_sqlite.list_migrations()[:4]:  # a release from before 0005
         shutil.copy(path, older)
     db_path = tmp_path / "threadedit.sqlite3"
-    async with aiosqlite.connect(db_path, isolation_level=None) as db:
-        await legacy_db.apply_migrations(db, older)
-        await db.execute("INSERT INTO app_state VALUES ('k', 'v', '2026-01-01T00:00:00.000+00:00')")
+    assert len(legacy_sqlite.apply_sql_migrations(db_path, older)) == 4
+    with sqlite3.connect(db_path) as db:
+        db.execute("INSERT INTO app_state VALUES ('k', 'v', '2026-01-01T00:00:00.000+00:00')")
 
     assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)"]
 
@@ -191,17 +189,15 @@ async def test_an_sqlite_file_that_cannot_be_made_is_one_sentence(tmp_path: Path
 
 
 def test_every_sql_migration_is_in_the_baseline() -> None:
-    """bot/storage/db.py still applies migrations/*.sql until the store is rewired; a new .sql
-    file must also become an Alembic revision and go into schema.py, or the two paths part."""
-    from bot.storage.legacy_sqlite import LEGACY_VERSIONS
-
-    assert [n for n, _, _ in legacy_db.list_migrations()] == LEGACY_VERSIONS
+    """The .sql files are kept only to bring data directories from before 0007 there; a new
+    schema change is an Alembic revision, never a new .sql file."""
+    assert [n for n, _, _ in legacy_sqlite.list_migrations()] == legacy_sqlite.LEGACY_VERSIONS
 
 
 async def test_a_store_made_by_the_sql_migrations_becomes_a_new_store(tmp_path: Path) -> None:
     made_by_sql = tmp_path / "sql" / "threadedit.sqlite3"
-    db = await legacy_db.open_database(made_by_sql)
-    await db.close()
+    made_by_sql.parent.mkdir()
+    assert len(legacy_sqlite.apply_sql_migrations(made_by_sql)) == 7
     new = tmp_path / "new" / "threadedit.sqlite3"
     await upgrade(sqlite_url(new))
     assert await upgrade(sqlite_url(made_by_sql)) == [f"{BASELINE} (stamped)"]

@@ -3,7 +3,7 @@
 `GeminiFiles` uploads bytes with the two-step resumable protocol and waits until the file is
 ACTIVE. `ReferenceFiles` rewrites a request's packed contents so that each user image (a
 `blob:<key>` reference, see bot/storage/blobs.py) becomes a `fileData` URI, uploading each blob
-once per 48 h lifetime and remembering the upload in SQLite (bot/storage/uploads.py). Model
+once per 48 h lifetime and remembering the upload in the store (bot/storage/uploads.py). Model
 contents are never touched: they are replayed verbatim, thought signatures and inline images
 included. A failed upload leaves the image inline, so the request still works, only larger.
 

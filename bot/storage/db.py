@@ -1,17 +1,15 @@
-"""Opening the SQLite database: WAL, foreign keys, numbered migrations applied in order."""
+"""What every way of opening the store shares: its one error, private files and folders, the
+timestamp format, and the sentences for an SQLite file that cannot be used.
+
+(The store itself is opened by bot/storage/uow.py; its schema is brought up to date by
+bot/storage/migrate.py.)"""
 
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
-
-import aiosqlite
-
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 class StoreUnavailable(Exception):
@@ -55,68 +53,9 @@ def make_private_dir(path: Path) -> None:
         pass
 
 
-def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, Path]]:
-    found = []
-    for p in sorted(directory.glob("*.sql")):
-        m = _NAME.match(p.name)
-        if m:
-            found.append((int(m.group(1)), p.stem, p))
-    numbers = [n for n, _, _ in found]
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise RuntimeError(f"migrations in {directory} are not numbered 0001, 0002, ...: {numbers}")
-    return found
-
-
-async def apply_migrations(db: aiosqlite.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-    )
-    async with db.execute("SELECT version FROM schema_migrations") as cur:
-        done = {row[0] for row in await cur.fetchall()}
-    applied = []
-    for number, name, path in list_migrations(directory):
-        if number in done:
-            continue
-        # One transaction per migration, so a failed one leaves the previous schema intact.
-        script = f"BEGIN;\n{path.read_text()}\nINSERT INTO schema_migrations VALUES " \
-                 f"({number}, '{name}', '{utcnow()}');\nCOMMIT;"
-        try:
-            await db.executescript(script)
-        except Exception:
-            await db.rollback()
-            raise
-        applied.append(name)
-    return applied
-
-
-async def open_database(path: Path) -> aiosqlite.Connection:
-    make_private_dir(path.parent)
-    create_private_file(path)
-    try:
-        db = await aiosqlite.connect(path, isolation_level=None)  # we manage transactions
-    except sqlite3.Error as exc:
-        raise unusable_database(path, exc) from None
-    try:
-        db.row_factory = aiosqlite.Row
-        # Several processes (CLI calls, the bot) may share the file: wait for a lock, do not fail.
-        await db.execute("PRAGMA busy_timeout=10000")
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await apply_migrations(db)
-    except BaseException as exc:
-        # Close on any failure: the connection's thread would otherwise keep the process alive
-        # for ever after the error was reported.
-        await db.close()
-        if isinstance(exc, sqlite3.Error):
-            raise unusable_database(path, exc) from None
-        raise
-    return db
-
-
 def unusable_database(path: Path, exc: sqlite3.Error) -> StoreUnavailable:
-    """One sentence for an SQLite error met while opening: damage, or a file we may not write."""
+    """One sentence for an SQLite error met while opening or using the file: damage, or a
+    file we may not write."""
     said = str(exc).rstrip(".")
     if isinstance(exc, sqlite3.OperationalError) and "malformed" not in said:
         return StoreUnavailable(

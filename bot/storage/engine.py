@@ -6,6 +6,7 @@ data directory) or `postgresql+psycopg://user:password@host:5432/db` (psycopg 3,
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # StoreUnavailable: one error for a store that cannot be reached or opened, whichever engine;
 # its message is one sentence naming where (never a password) and what to do.
-from bot.storage.db import StoreUnavailable, create_private_file, make_private_dir
+from bot.storage.db import StoreUnavailable, create_private_file, make_private_dir, unusable_database
 
 # Several processes (CLI calls, the bot, the playground) may share one SQLite file: wait this
-# long for another's write lock instead of failing at once, as bot/storage/db.py does.
+# long for another's write lock instead of failing at once.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # An unreachable PostgreSQL host (a dropped packet, not a refusal) fails after this long.
 PG_CONNECT_TIMEOUT_SECONDS = 10
@@ -149,3 +150,14 @@ def describe_connection_error(url: str | URL, exc: BaseException) -> str:
     cause = next((said for found, said in _CAUSES if found in text),
                  f"the connection failed ({type(orig or exc).__name__})")
     return f"Cannot open the store: {where(url)}: {cause}."
+
+
+def store_error(url: str | URL, exc: BaseException) -> StoreUnavailable:
+    """The one-sentence error for a store that cannot be opened or used: for an SQLite file, the
+    sentences every command has given for a damaged or unwritable file; otherwise where the
+    database is and why it cannot be reached."""
+    orig = getattr(exc, "orig", None) or exc
+    path = sqlite_path(url)
+    if path is not None and isinstance(orig, sqlite3.Error):
+        return unusable_database(path, orig)
+    return StoreUnavailable(describe_connection_error(url, exc))

@@ -12,6 +12,9 @@ off, then the caller stamps the baseline. Values are copied by SQLite itself, un
 
 from __future__ import annotations
 
+import asyncio
+import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,18 +24,61 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from bot.storage import db as legacy_db
+from bot.storage.db import utcnow
 from bot.storage.engine import (
     MigrationError,
-    StoreUnavailable,
-    describe_connection_error,
     is_sqlite,
     make_engine,
     sqlite_path,
+    store_error,
     where,
 )
 
 LEGACY_VERSIONS = list(range(1, 8))  # the .sql migrations the baseline's schema includes
+# Those migrations, as that release shipped them: only a data directory from before 0007 needs them.
+SQL_MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+_SQL_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def list_migrations(directory: Path = SQL_MIGRATIONS_DIR) -> list[tuple[int, str, Path]]:
+    """The .sql migrations in a folder: (number, name, file), numbered 1, 2, ... in order."""
+    found = []
+    for p in sorted(directory.glob("*.sql")):
+        m = _SQL_NAME.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p.stem, p))
+    numbers = [n for n, _, _ in found]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise RuntimeError(f"migrations in {directory} are not numbered 0001, 0002, ...: {numbers}")
+    return found
+
+
+def apply_sql_migrations(path: Path, directory: Path = SQL_MIGRATIONS_DIR) -> list[str]:
+    """Apply the .sql migrations the SQLite file at `path` lacks, each in its own transaction
+    and recorded in schema_migrations, exactly as the release that shipped them did."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                   "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+        applied = []
+        for number, name, sql in list_migrations(directory):
+            if number in done:
+                continue
+            script = (f"BEGIN;\n{sql.read_text()}\nINSERT INTO schema_migrations VALUES "
+                      f"({number}, '{name}', '{utcnow()}');\nCOMMIT;")
+            try:
+                db.executescript(script)
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            applied.append(name)
+        return applied
+    finally:
+        db.close()
 
 
 def legacy_versions(conn: Connection) -> list[int] | None:
@@ -55,7 +101,7 @@ async def finish_sql_migrations(url: str | URL) -> None:
         async with engine.connect() as conn:
             versions = await conn.run_sync(legacy_versions)
     except DBAPIError as exc:
-        raise StoreUnavailable(describe_connection_error(url, exc)) from None
+        raise store_error(url, exc) from None
     finally:
         await engine.dispose()
     if versions is None or versions == LEGACY_VERSIONS:
@@ -63,8 +109,10 @@ async def finish_sql_migrations(url: str | URL) -> None:
     if versions != LEGACY_VERSIONS[:len(versions)]:
         raise MigrationError(f"{where(url)} lists schema versions {versions}; this release can "
                             f"adopt only 1 to {LEGACY_VERSIONS[-1]}.")
-    old = await legacy_db.open_database(Path(make_url(url).database or ""))
-    await old.close()
+    try:
+        await asyncio.to_thread(apply_sql_migrations, Path(make_url(url).database or ""))
+    except sqlite3.Error as exc:
+        raise store_error(url, exc) from None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import NullPool
 
 from bot.storage import legacy_sqlite
-from bot.storage.engine import MigrationError, StoreUnavailable, describe_connection_error, make_engine
+from bot.storage.engine import MigrationError, make_engine, store_error
 from bot.storage.schema import metadata
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -55,12 +55,12 @@ async def migration_connection(url: str | URL) -> AsyncIterator[AsyncConnection]
         engine = make_engine(url, sqlite_foreign_keys=False, sqlite_begin="BEGIN IMMEDIATE",
                              poolclass=NullPool)
     except OSError as exc:  # the SQLite file or its folder cannot be made
-        raise StoreUnavailable(describe_connection_error(url, exc)) from None
+        raise store_error(url, exc) from None
     try:
         try:
             conn = await engine.connect()
         except (DBAPIError, OSError) as exc:
-            raise StoreUnavailable(describe_connection_error(url, exc)) from None
+            raise store_error(url, exc) from None
         try:
             async with conn.begin():
                 if conn.dialect.name == "postgresql":
@@ -84,8 +84,11 @@ async def upgrade(url: str | URL) -> list[str]:
     revision id, or "<id> (stamped)" for an SQLite store from the .sql migrations, adopted at
     that revision). Running it again does nothing and returns []."""
     await legacy_sqlite.finish_sql_migrations(url)
-    async with migration_connection(url) as conn:
-        return await conn.run_sync(_upgrade)
+    try:
+        async with migration_connection(url) as conn:
+            return await conn.run_sync(_upgrade)
+    except DBAPIError as exc:  # a damaged SQLite file, a server gone mid-way: one sentence
+        raise store_error(url, exc) from None
 
 
 def _upgrade(conn: Connection) -> list[str]:

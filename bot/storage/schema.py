@@ -217,7 +217,7 @@ uploaded_files = Table(
 Index("uploaded_files_by_uri", uploaded_files.c.uri)
 
 # Tables the store has but the metadata does not describe: the .sql migrations' own record,
-# which bot/storage/db.py reads until the store is rewired, and Alembic's version table.
+# which bot/storage/legacy_sqlite.py reads to adopt an old store, and Alembic's version table.
 UNMANAGED_TABLES = frozenset({"schema_migrations", "alembic_version"})
 
 

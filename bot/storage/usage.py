@@ -1,31 +1,43 @@
-"""UsageLedger: the spend of every model call and the turns each user asked for, in SQLite."""
+"""UsageLedger: the spend of every model call and the turns each user asked for, each question
+or change one transaction on the store (bot/storage/records.py holds the statements)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiosqlite
-
 from bot.domain import Session, SessionKey, Turn
-from bot.storage.db import utcnow
 from bot.storage.repository import SessionStore
+from bot.storage.uow import UnitOfWork
 
-# What a row counts against a budget: its estimate while the call runs, then what it cost.
-SPENT = "SUM(CASE state WHEN 'reserved' THEN reserved_usd ELSE cost_usd END)"
-
-
-async def _spent_on(db: aiosqlite.Connection, key: SessionKey, day: str) -> float:
-    async with db.execute(
-        f"SELECT COALESCE({SPENT}, 0) FROM usage WHERE platform=? AND workspace=? AND day=?",
-        (key.platform, key.workspace, day),
-    ) as cur:
-        row = await cur.fetchone()
-    return float(row[0]) if row else 0.0
+# Budget tolerance: a sum of floats may pass the budget by rounding alone.
+_EPSILON_USD = 1e-9
+_REPORT_GROUPS = {
+    "workspaces": ("platform", "workspace"),
+    "users": ("platform", "workspace", "user"),
+    "sessions": ("platform", "workspace", "session_id"),
+}
 
 
 def _today() -> str:
     return datetime.now(UTC).date().isoformat()
+
+
+async def reserve_in(uow: UnitOfWork, session: Session, turn: Turn, usd: float,
+                     budget: float | None) -> bool:
+    """Reserve `usd` for the turn unless that would pass the workspace's budget for today, in
+    the caller's transaction. A turn reserves once: a resumed turn keeps its first reservation."""
+    if await uow.usage.has(turn.id):
+        return True
+    day = _today()
+    key = session.key
+    if budget is not None and await uow.usage.spent_on(key.platform, key.workspace, day) + usd \
+            > budget + _EPSILON_USD:
+        return False
+    await uow.usage.reserve(turn_id=turn.id, session_id=session.id, platform=key.platform,
+                            workspace=key.workspace, user=turn.author, model=turn.model,
+                            image_size=turn.image_size, reserved_usd=usd, day=day)
+    return True
 
 
 class UsageLedger:
@@ -34,60 +46,33 @@ class UsageLedger:
 
     async def turns_since(self, key: SessionKey, author: str, since: datetime) -> tuple[int, str | None]:
         """How many turns `author` asked for in this workspace since `since`, and the oldest's time."""
-        async with self.store.db.execute(
-            "SELECT COUNT(*), MIN(t.created_at) FROM turns t JOIN sessions s ON s.id = t.session_id"
-            " WHERE s.platform=? AND s.workspace=? AND t.author=? AND t.created_at >= ?",
-            (key.platform, key.workspace, author, since.isoformat(timespec="milliseconds")),
-        ) as cur:
-            row = await cur.fetchone()
-        return (int(row[0]), row[1]) if row else (0, None)
+        return await self.store.read(lambda uow: uow.turns.count_by_author_since(
+            key.platform, key.workspace, author, since.isoformat(timespec="milliseconds")))
 
     async def reserve(self, session: Session, turn: Turn, usd: float,
                       budget: float | None) -> bool:
         """Reserve `usd` for the turn unless that would pass the workspace's budget for today.
         A turn reserves once: a resumed turn keeps its first reservation."""
-        day = _today()
-        async with self.store.transaction() as db:
-            async with db.execute("SELECT 1 FROM usage WHERE turn_id=?", (turn.id,)) as cur:
-                if await cur.fetchone():
-                    return True
-            if budget is not None and await _spent_on(db, session.key, day) + usd > budget + 1e-9:
-                return False
-            await db.execute(
-                "INSERT INTO usage (turn_id, session_id, platform, workspace, user, model, image_size,"
-                " reserved_usd, state, day, created_at) VALUES (?,?,?,?,?,?,?,?,'reserved',?,?)",
-                (turn.id, session.id, session.key.platform, session.key.workspace, turn.author, turn.model,
-                 turn.image_size, usd, day, utcnow()))
-        return True
+        return await self.store.transact(lambda uow: reserve_in(uow, session, turn, usd, budget))
 
     async def spent_today(self, key: SessionKey) -> float:
-        return await _spent_on(self.store.db, key, _today())
+        return await self.store.read(lambda uow: uow.usage.spent_on(key.platform, key.workspace, _today()))
 
     async def settle(self, turn_id: int, cost_usd: float | None) -> None:
         """Charge the actual cost, or refund (None) when the call made no image."""
         state = "refunded" if cost_usd is None else "charged"
-        async with self.store.transaction() as db:
-            await db.execute(
-                "UPDATE usage SET state=?, cost_usd=?, settled_at=? WHERE turn_id=? AND state='reserved'",
-                (state, cost_usd or 0.0, utcnow(), turn_id))
+        await self.store.transact(lambda uow: uow.usage.settle(turn_id, state, cost_usd or 0.0))
 
     async def report(self, since_day: str) -> dict[str, list[dict[str, Any]]]:
         """Spend since a UTC date by workspace, by user and by session (charged and still reserved)."""
-        groups = {
-            "workspaces": "platform, workspace",
-            "users": "platform, workspace, user",
-            "sessions": "platform, workspace, session_id",
-        }
-        out: dict[str, list[dict[str, Any]]] = {}
-        for name, cols in groups.items():
-            async with self.store.db.execute(
-                f"SELECT {cols}, ROUND({SPENT}, 4) AS usd, COUNT(*) AS calls,"
-                f" SUM(state = 'charged') AS images FROM usage WHERE day >= ?"
-                f" GROUP BY {cols} ORDER BY usd DESC", (since_day,),
-            ) as cur:
-                names = [d[0] for d in cur.description]
-                out[name] = [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
-        return out
+        async def report(uow: UnitOfWork) -> dict[str, list[dict[str, Any]]]:
+            return {name: await uow.usage.totals(since_day, by) for name, by in _REPORT_GROUPS.items()}
+
+        return await self.store.read(report)
+
+    async def rows(self) -> list[dict[str, Any]]:
+        """Every usage row, oldest first."""
+        return await self.store.read(lambda uow: uow.usage.rows())
 
 
 def hour_ago() -> datetime:

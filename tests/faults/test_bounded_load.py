@@ -137,8 +137,9 @@ async def test_threads_waiting_for_a_model_slot_are_told_they_wait(bot: FaultHar
         # The first CAP take every slot (their calls reach Gemini) before the others arrive.
         await eventually(lambda i=i: len(submitted) == i + 1
                          and bot.gemini.in_flight == min(i + 1, CAP))
-    await bot.handled_all()  # each mention has had its first answer posted
-    waiting = [thread_of(bot, root)[0]["text"] for root in roots[CAP:]]
+    # Each thread's first line is posted just after its turn was queued: wait for it to be there.
+    waiting = await eventually(lambda: all(thread_of(bot, r) for r in roots[CAP:])
+                               and [thread_of(bot, root)[0]["text"] for root in roots[CAP:]])
     try:
         assert waiting == [mrkdwn(presenter.waiting_line(1))] * 2
     finally:

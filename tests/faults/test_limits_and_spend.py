@@ -30,9 +30,7 @@ async def limited(slack: FakeSlack, gemini: FakeGemini, data_dir: Path) -> Async
 
 
 async def _rows(h: Harness) -> list[dict]:
-    async with h.store.db.execute("SELECT * FROM usage ORDER BY id") as cur:
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+    return await UsageLedger(h.store).rows()
 
 
 async def test_the_daily_budget_is_reserved_charged_and_then_refuses(limited: Harness):

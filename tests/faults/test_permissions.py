@@ -5,13 +5,17 @@ only to them where the platform allows) and recorded in the audit log."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import select
 
 from adapters.discord.backend import discord_markdown
 from adapters.slack.backend import mrkdwn
 from bot.chat import presenter
 from bot.domain import SessionKey
+from bot.storage.schema import audit_log
 from tests.discord_harness import ALICE, BOB, CHANNEL, GUILD, DiscordHarness, custom_id
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.gemini_server import FakeGemini
@@ -78,9 +82,10 @@ async def test_channels_outside_the_list_are_refused_and_audited(slack: FakeSlac
     await eventually(lambda: slack.ephemerals)
     await h.settle()
     assert gemini.requests == []
-    async with h.store.db.execute(
-            "SELECT actor, action, outcome FROM audit_log WHERE session_id IS NULL") as cur:
-        assert ("UANA", "message", "refused") in [tuple(r) for r in await cur.fetchall()]
+    rows = await h.store.read(lambda uow: uow.conn.execute(
+        select(audit_log.c.actor, audit_log.c.action, audit_log.c.outcome)
+        .where(audit_log.c.session_id.is_(None))))
+    assert ("UANA", "message", "refused") in [tuple(r) for r in rows]
     await h.stop()
 
 
@@ -117,10 +122,9 @@ async def snapshot(store: Any, key: SessionKey) -> tuple[Any, ...]:
 
 
 async def refusals(store: Any) -> list[tuple[str, str, str, int, str]]:
-    async with store.db.execute("SELECT actor, action, outcome, detail FROM audit_log "
-                                "WHERE session_id IS NULL") as cur:
-        rows = [tuple(r) for r in await cur.fetchall()]
-    import json
+    rows = await store.read(lambda uow: uow.conn.execute(
+        select(audit_log.c.actor, audit_log.c.action, audit_log.c.outcome, audit_log.c.detail)
+        .where(audit_log.c.session_id.is_(None))))
     return [(a, act, out, json.loads(d).get("session"), json.loads(d).get("why"))
             for a, act, out, d in rows]
 

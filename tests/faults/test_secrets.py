@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from sqlalchemy import select
 
 from bot.domain import SessionKey
+from bot.storage.repository import SessionStore
+from bot.storage.schema import metadata
+from bot.storage.uow import UnitOfWork
 from tests.conftest import API_KEY
 from tests.discord_harness import ALICE, BOB, CHANNEL, GUILD, custom_id
 from tests.fakes.discord_server import FakeDiscord
@@ -31,6 +35,7 @@ from tests.faults._support import (
     versions_in,
     wait_versions,
 )
+from tests.postgres import on_postgres
 from tests.slack_harness import SECRET, TOKEN, eventually, png
 
 DISCORD_TOKEN = "discord-bot-token-Zq81.secret.mk4"
@@ -51,13 +56,29 @@ def assert_no_secret(where: str, data: str | bytes) -> None:
         assert value.encode() not in blob, f"{name} found in {where}"
 
 
-def assert_nothing_written_holds_a_secret(logs: str, *roots: Path, posted: list[str]) -> None:
+async def every_stored_row(store: SessionStore) -> str:
+    """Every row of every table of the store, as text (on PostgreSQL the rows are not in a file
+    of the data directory)."""
+    async def dump(uow: UnitOfWork) -> str:
+        rows = []
+        for table in metadata.sorted_tables:
+            rows += [repr(tuple(row)) for row in await uow.conn.execute(select(table))]
+        return "\n".join(rows)
+
+    return await store.read(dump)
+
+
+def assert_nothing_written_holds_a_secret(logs: str, *roots: Path, posted: list[str], rows: str) -> None:
     assert logs, "nothing was logged: the search would prove nothing"
     assert_no_secret("the logs", logs)
+    assert "a poster" in rows, "the store's rows were not read: the search would prove nothing"
+    assert_no_secret("the store's rows", rows)
     files = list(files_under(*roots))
-    # The database (with its WAL), blobs and the export's manifest and images must all be here.
+    # The database (with its WAL, when SQLite), blobs and the export's manifest and images must
+    # all be here.
     names = {p.name for p in files}
-    assert {"threadedit.sqlite3", "manifest.json"} <= names and any(p.suffix == ".jpg" for p in files)
+    assert {"manifest.json"} | (set() if on_postgres() else {"threadedit.sqlite3"}) <= names
+    assert any(p.suffix == ".jpg" for p in files)
     for path in files:
         assert_no_secret(str(path), path.read_bytes())
     assert posted
@@ -139,6 +160,7 @@ async def test_a_full_slack_scenario_leaks_no_secret(
         state = await slack_state(bot)
         export = await bot.adapter.core.service.export(state.session.id, tmp_path / "export")
         assert export.exists()
+        rows = await every_stored_row(bot.store)
 
     # The Slack token went to Slack's API and file origin, and nowhere else.
     assert slack.calls and all(c.headers.get("authorization") == f"Bearer {TOKEN}" for c in slack.calls)
@@ -157,7 +179,8 @@ async def test_a_full_slack_scenario_leaks_no_secret(
     posted += [str(e.get("text")) for e in slack.ephemerals]
     assert any("Gemini is unavailable" in t for t in posted)
     assert any(caption_of(v).startswith("*v2") for v in versions_in(bot))
-    assert_nothing_written_holds_a_secret(caplog.text, data_dir, tmp_path / "export", posted=posted)
+    assert_nothing_written_holds_a_secret(caplog.text, data_dir, tmp_path / "export", posted=posted,
+                                          rows=rows)
 
 
 @pytest.fixture
@@ -189,6 +212,7 @@ async def test_a_full_discord_scenario_leaks_no_secret(
         assert session is not None
         export = await h.adapter.core.service.export(session.id, tmp_path / "export")
         assert export.exists()
+        rows = await every_stored_row(h.store)
 
     # The token went to Discord's API (REST) and gateway only. Interaction answers authenticate
     # with the interaction's own token in the path, and the CDN gets no credentials.
@@ -204,7 +228,8 @@ async def test_a_full_discord_scenario_leaks_no_secret(
     posted = [str(m.get("content")) for msgs in fake.messages.values() for m in msgs]
     posted += [repr(r) for r in fake.responses_to(click)]
     assert any("Gemini is unavailable" in t for t in posted)
-    assert_nothing_written_holds_a_secret(caplog.text, data_dir, tmp_path / "export", posted=posted)
+    assert_nothing_written_holds_a_secret(caplog.text, data_dir, tmp_path / "export", posted=posted,
+                                          rows=rows)
 
 
 def identified_with(fake: FakeDiscord) -> list[str]:
@@ -233,6 +258,8 @@ async def test_the_data_directory_is_made_private_even_if_it_existed_open(
 
 async def test_the_database_files_are_readable_by_their_owner_only(
         slack: FakeSlack, gemini: FakeGemini, data_dir: Path):
+    if on_postgres():
+        pytest.skip("the store is a PostgreSQL database: no database files in the data directory")
     async with slack_bot(slack, gemini, data_dir) as bot:
         await bot.mention("a poster")
         await wait_versions(bot, 1)
