@@ -47,7 +47,7 @@ async def measure(images: list[bytes], tmp: Path) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "THREADEDIT_"))}
     env.update(PYTHONPATH=str(REPO), THREADEDIT_DATA_DIR=str(tmp / "data"), THREADEDIT_ENGINE="local")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "playground", "--port", "0", cwd=tmp, env=env,
+        sys.executable, "-m", "threadedit", "playground", "--port", "0", cwd=tmp, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     assert proc.stdout is not None
     try:

@@ -1,7 +1,7 @@
 """Benchmark 4: resident memory of `threadedit playground` with 1,000 stored sessions and 100
 active ones.
 
-The process measured is the real one an operator runs (`python -m bot playground`), on a data
+The process measured is the real one an operator runs (`python -m threadedit playground`), on a data
 directory seeded with 1,000 playground sessions of 3 versions each (2K, ~1 MB images; see
 seed.py), pointed at the fake model in hold mode (no answer leaves until released). Then:
  idle: VmRSS 1 s after it first answered GET / (the home page lists the 100 newest sessions);

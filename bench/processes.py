@@ -140,7 +140,7 @@ async def playground(work: Path, env: dict[str, str]) -> AsyncIterator[Playgroun
     with log.open("wb") as err:
         spawned = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "playground", "--port", "0", cwd=work,
+            sys.executable, "-m", "threadedit", "playground", "--port", "0", cwd=work,
             env=clean_env(**env), stdout=asyncio.subprocess.PIPE, stderr=err)
     try:
         line = await _first_line(proc, log, "threadedit playground")

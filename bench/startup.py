@@ -1,6 +1,6 @@
 """Benchmark 5: start-up time to ready.
 
-Time from spawning `python -m bot playground --port 0` (the process `threadedit playground`
+Time from spawning `python -m threadedit playground --port 0` (the process `threadedit playground`
 runs) until GET / first answers 200, the home page with its session list; median of several
 starts, each a new process:
  empty: a new, empty data directory every time (the schema's migrations run in the timing);

@@ -209,7 +209,7 @@ def store_url(data_dir: Path) -> str | Path:
 
 
 def process_env() -> dict[str, str]:
-    """What a `python -m bot` child needs to use this test's database (nothing on SQLite: its
+    """What a `python -m threadedit` child needs to use this test's database (nothing on SQLite: its
     data directory says where the file is)."""
     url = os.environ.get(DATABASE_URL_ENV)
     return {DATABASE_URL_ENV: url} if url and on_postgres() else {}

@@ -19,7 +19,7 @@ def free_port() -> int:
 async def start_run(cwd: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
     """Start `threadedit run`; return the process and the first line it writes to stderr."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", cwd=cwd, env=env,
+        sys.executable, "-m", "threadedit", "run", cwd=cwd, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None
     line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
@@ -31,7 +31,7 @@ async def start_playground(cwd: Path, env: dict[str, str], *args: str,
     """Start `threadedit playground`; return the process and its first stdout line (the
     address), or an empty line when it ended before serving."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "playground", *args, cwd=cwd, env=env,
+        sys.executable, "-m", "threadedit", "playground", *args, cwd=cwd, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
@@ -50,9 +50,9 @@ async def stop(proc: asyncio.subprocess.Process) -> tuple[int, str]:
 
 async def run_to_end(cwd: Path, env: dict[str, str], *args: str,
                      timeout: float = 30) -> tuple[int, str, str]:  # noqa: ASYNC109
-    """Run `python -m bot ARGS` until it ends on its own; return status, stdout and stderr."""
+    """Run `python -m threadedit ARGS` until it ends on its own; return status, stdout and stderr."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, cwd=cwd, env=env,
+        sys.executable, "-m", "threadedit", *args, cwd=cwd, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)

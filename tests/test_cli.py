@@ -38,7 +38,7 @@ class Cli:
     async def __call__(self, *args: str, **extra_env: str) -> Run:
         env = {**self.env, **extra_env}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", *args, cwd=self.tmp, env=env,
+            sys.executable, "-m", "threadedit", *args, cwd=self.tmp, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode is not None
@@ -257,7 +257,7 @@ async def test_argument_errors_show_the_commands_own_usage_and_one_sentence(cli:
 
 
 async def test_help_says_what_threadedit_is_in_whole_sentences(cli: Cli):
-    from bot.cli import DESCRIPTION, EXIT_STATUS
+    from threadedit.cli import DESCRIPTION, EXIT_STATUS
 
     r = await cli("--help")
     assert r.code == 0
@@ -269,7 +269,7 @@ async def test_help_says_what_threadedit_is_in_whole_sentences(cli: Cli):
 def test_every_argument_of_every_command_has_help() -> None:
     import argparse
 
-    from bot.cli import _parser
+    from threadedit.cli import _parser
 
     commands = _parser().commands
     assert set(commands) == {"edit", "retry", "undo", "revert", "approve", "history", "export", "run",

@@ -45,7 +45,7 @@ def real_db(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     import sys
 
     tmp = tmp_path_factory.mktemp("real")
-    done = subprocess.run([sys.executable, "-m", "bot", "edit", "a boat"], cwd=tmp, timeout=60,
+    done = subprocess.run([sys.executable, "-m", "threadedit", "edit", "a boat"], cwd=tmp, timeout=60,
                           env={**_env(tmp)}, capture_output=True)
     assert done.returncode == 0, done.stderr
     return (tmp / "data" / "threadedit.sqlite3").read_bytes()

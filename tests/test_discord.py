@@ -320,7 +320,7 @@ async def test_threadedit_run_starts_discord_and_refuses_a_bad_token(
     assert "Traceback" not in (await proc.stderr.read()).decode()
 
     bad = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", cwd=tmp_path, env={**env, "DISCORD_TOKEN": "wrong"},
+        sys.executable, "-m", "threadedit", "run", cwd=tmp_path, env={**env, "DISCORD_TOKEN": "wrong"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(bad.communicate(), 30)
     assert bad.returncode == 2

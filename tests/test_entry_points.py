@@ -152,18 +152,18 @@ async def test_a_bad_value_from_the_environment_stops_the_playground_with_one_se
 
 
 # A stop while Python is still importing the program: made to land there for certain by sending the
-# signal from inside the import of bot.cli itself.
+# signal from inside the import of threadedit.cli itself.
 _STOP_DURING_IMPORT = """
 import builtins, os, signal, sys
 real_import = builtins.__import__
 def importing(name, *args, **kwargs):
-    if name == "bot.cli":
+    if name == "threadedit.cli":
         builtins.__import__ = real_import
         os.kill(os.getpid(), signal.{sig})
     return real_import(name, *args, **kwargs)
 builtins.__import__ = importing
 sys.argv = ["threadedit", "run"]
-from bot.entry import main
+from threadedit.entry import main
 raise SystemExit(main())
 """
 

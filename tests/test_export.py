@@ -37,7 +37,7 @@ async def export(tmp: Path, *args: str) -> Done:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "THREADEDIT_"))}
     env.update(PYTHONPATH=str(ROOT), THREADEDIT_DATA_DIR=str(tmp / "data"), THREADEDIT_ENGINE="local")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "export", *args, cwd=tmp, env=env,
+        sys.executable, "-m", "threadedit", "export", *args, cwd=tmp, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None

@@ -38,3 +38,12 @@ def test_engines_are_handed_what_they_need_and_never_import_the_store() -> None:
 
 def test_the_domain_imports_nothing_of_ours() -> None:
     assert offenders([ROOT / "bot" / "domain.py"], ("bot", "adapters")) == {}
+
+
+def test_the_core_imports_no_platform_and_no_adapter() -> None:
+    core = sorted((ROOT / "bot").rglob("*.py"))
+    assert offenders(core, ("slack_bolt", "slack_sdk", "discord", "adapters", "threadedit")) == {}
+
+
+def test_adapters_never_import_the_entry_points() -> None:
+    assert offenders(sorted((ROOT / "adapters").rglob("*.py")), ("threadedit",)) == {}

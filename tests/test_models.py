@@ -71,7 +71,7 @@ async def test_cli_model_naming_a_shut_down_model_sends_nothing(gemini: FakeGemi
     env.update(PYTHONPATH=str(ROOT), THREADEDIT_DATA_DIR=str(tmp_path / "data"),
                GEMINI_API_KEY=API_KEY, GEMINI_BASE_URL=gemini.base_url)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "edit", "--model", "gemini-2.5-flash-image", "a cat",
+        sys.executable, "-m", "threadedit", "edit", "--model", "gemini-2.5-flash-image", "a cat",
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert (proc.returncode, out) == (2, b"")

@@ -47,7 +47,7 @@ class Run:
     @classmethod
     async def start(cls, tmp: Path, **env: str) -> Run:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", cwd=tmp, env=_env(tmp, **env),
+            sys.executable, "-m", "threadedit", "run", cwd=tmp, env=_env(tmp, **env),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         cls.started.append(run := cls(proc))
         return run

@@ -252,7 +252,7 @@ async def test_the_playground_command_serves_until_sigint(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "THREADEDIT_"))}
     env.update(PYTHONPATH=str(ROOT), THREADEDIT_DATA_DIR=str(tmp_path / "data"))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "playground", "--port", "0", cwd=tmp_path, env=env,
+        sys.executable, "-m", "threadedit", "playground", "--port", "0", cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
@@ -269,7 +269,7 @@ async def test_the_playground_command_serves_until_sigint(tmp_path: Path) -> Non
         taken.listen()
         port = str(taken.getsockname()[1])
         busy = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "playground", "--port", port, cwd=tmp_path, env=env,
+            sys.executable, "-m", "threadedit", "playground", "--port", port, cwd=tmp_path, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(busy.communicate(), 30)
     assert busy.returncode == 2 and f"Cannot listen on 127.0.0.1:{port}" in err.decode()

@@ -178,7 +178,7 @@ async def test_a_server_on_every_address_still_refuses_other_host_names(tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "THREADEDIT_"))}
     env.update(PYTHONPATH=str(ROOT), THREADEDIT_DATA_DIR=str(tmp_path / "data"))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "playground", "--host", "0.0.0.0", "--port", "0", cwd=tmp_path,
+        sys.executable, "-m", "threadedit", "playground", "--host", "0.0.0.0", "--port", "0", cwd=tmp_path,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     try:

@@ -155,7 +155,7 @@ async def test_threadedit_run_says_what_it_started_and_stops_on_sigterm(
 
 async def test_threadedit_run_with_nothing_configured_says_how(tmp_path: Path):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", cwd=tmp_path, env=_env(tmp_path),
+        sys.executable, "-m", "threadedit", "run", cwd=tmp_path, env=_env(tmp_path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2

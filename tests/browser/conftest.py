@@ -93,7 +93,7 @@ def playground(tmp_path: Path) -> Iterator[Server]:
     env.update(PYTHONPATH=str(ROOT), THREADEDIT_DATA_DIR=str(tmp_path / "data"),
                THREADEDIT_ENGINE="local")
     # cwd is the temporary directory so that no developer's .env is read.
-    proc = subprocess.Popen([sys.executable, "-m", "bot", "playground", "--port", "0"], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "threadedit", "playground", "--port", "0"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)

@@ -19,7 +19,7 @@ def _stop_while_loading(signum: int, _frame: FrameType | None) -> None:
 
 def main() -> int:
     previous = {sig: signal.signal(sig, _stop_while_loading) for sig in (signal.SIGINT, signal.SIGTERM)}
-    from bot.cli import main as cli_main
+    from threadedit.cli import main as cli_main
 
     for sig, handler in previous.items():
         signal.signal(sig, handler)

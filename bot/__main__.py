@@ -1,3 +1,0 @@
-from bot.entry import main
-
-raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Entry points: the `threadedit` command (CLI, `run`, `playground`), above the adapters and the core."""

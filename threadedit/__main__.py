@@ -1,0 +1,3 @@
+from threadedit.entry import main
+
+raise SystemExit(main())
