@@ -13,7 +13,6 @@ import getpass
 import json
 import logging
 import re
-import sqlite3
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
@@ -29,7 +28,7 @@ from bot.domain import OperationRefused, SessionKey
 from bot.ids import parse_id
 from bot.images import ImageRejected
 from bot.results import Attachment, HistoryView, TurnResult
-from bot.storage.db import StoreUnavailable, unusable_database
+from bot.storage.db import StoreUnavailable
 from bot.storage.usage import UsageLedger
 
 EXIT_BAD_INPUT = 2
@@ -329,7 +328,6 @@ def _store_copy(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings: Settings | None = None
     try:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level if settings.log_level != "INFO" else "WARNING",
@@ -348,7 +346,4 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
     except (OperationRefused, ImageRejected) as exc:
         print(exc.message, file=sys.stderr)
-    except sqlite3.DatabaseError as exc:  # damage met after the database opened
-        assert settings is not None
-        print(str(unusable_database(settings.db_path, exc)), file=sys.stderr)
     return EXIT_BAD_INPUT
