@@ -17,6 +17,7 @@ from bot.pipeline import TurnPipeline
 from bot.service import EditService
 from bot.storage.schema import turns
 from tests.fakes.gemini_server import Behaviour
+from tests.fakes.memory_chat import FakeBackend
 from tests.slack_harness import eventually
 
 
@@ -98,55 +99,24 @@ async def test_unfinished_turns_are_resumed_and_stale_ones_reported(service: Edi
     assert await service.store.unfinished_turns() == []
 
 
-class HeldBackend:
-    """A chat backend in memory whose posts into some threads wait until the test lets them go,
-    as a rate-limited platform would."""
-
-    platform = "slack"
-    reactions: dict = {}
+class HeldBackend(FakeBackend):
+    """The in-memory chat backend, with posts into some threads waiting until the test lets them
+    go, as a rate-limited platform would."""
 
     def __init__(self, held_threads: set[str]) -> None:
+        super().__init__(platform="slack", reactions={})
         self.held_threads, self.release = held_threads, asyncio.Event()
         self.held: list[str] = []  # posts waiting for the platform
-        self.texts: list[tuple[str, str]] = []
-        self.versions: dict[str, list[int]] = {}
-        self.version_posted = asyncio.Condition()
-        self.ids = 0
-
-    def post_channel(self, key: SessionKey) -> str:
-        return key.channel
-
-    async def open_thread(self, msg) -> bool:
-        return True
-
-    async def show_working(self, key: SessionKey) -> None:
-        return None
 
     async def post_text(self, key: SessionKey, text: Text) -> str:
         if key.thread in self.held_threads:
             self.held.append(text.plain())
             await self.release.wait()
-        self.ids += 1
-        self.texts.append((key.thread, text.plain()))
-        return str(self.ids)
-
-    async def update_text(self, key: SessionKey, message_id: str, text: Text) -> None:
-        return None
-
-    async def post_version(self, key: SessionKey, post) -> str:
-        async with self.version_posted:
-            self.versions.setdefault(key.thread, []).append(post.version)
-            self.version_posted.notify_all()
-        self.ids += 1
-        return str(self.ids)
-
-    async def post_ephemeral(self, key: SessionKey, user: str, text: Text) -> None:
-        return None
+        return await super().post_text(key, text)
 
     async def wait_version(self, thread: str) -> list[int]:
-        async with self.version_posted:
-            await self.version_posted.wait_for(lambda: thread in self.versions)
-        return self.versions[thread]
+        await self.wait_for(lambda: self.versions(thread), within=10)
+        return [p.version for p in self.versions(thread)]
 
 
 async def test_a_held_progress_post_does_not_hold_the_model_slot(service: EditService, gemini):
@@ -163,14 +133,15 @@ async def test_a_held_progress_post_does_not_hold_the_model_slot(service: EditSe
     await core.on_message(message("b", "a windmill"))
     try:
         # With one slot, B can finish only if A's wait for Slack is not holding it.
-        assert await asyncio.wait_for(backend.wait_version("thread-b"), 10) == [1]
-        assert "thread-a" not in backend.versions
+        assert await backend.wait_version("thread-b") == [1]
+        assert backend.versions("thread-a") == []
     finally:
         backend.release.set()
     await a
-    assert await asyncio.wait_for(backend.wait_version("thread-a"), 10) == [1]
+    assert await backend.wait_version("thread-a") == [1]
     await core.pipeline.join()
-    assert [t for t in backend.texts if t[0] == "thread-a"][0][1].startswith("Working on v1")
+    first_post = next(p for p in backend.posts if p.thread == "thread-a")
+    assert first_post.text.startswith("Working on v1")
     await core.aclose()
 
 
