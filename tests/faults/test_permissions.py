@@ -248,8 +248,9 @@ async def test_slack_clicks_and_reactions_outside_the_allowed_channels_are_refus
     after = await snapshot(h.store, SLACK_KEY)
     assert after[:4] == before[:4]  # no turn, no approval, same head
     log = await _audit(h.store, SLACK_KEY)
-    assert log[-4:] == [("UANA", "approve", "refused"), ("UANA", "retry", "refused"),
-                        ("UANA", "approve", "refused"), ("UANA", "undo", "refused")]
+    # Slack's events are acknowledged at once and handled side by side: any order.
+    assert sorted(log[-4:]) == sorted([("UANA", "approve", "refused"), ("UANA", "retry", "refused"),
+                                       ("UANA", "approve", "refused"), ("UANA", "undo", "refused")])
     await h.stop()
 
 
