@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.domain import Session, SessionState, Turn
+from bot.storage.blobs import blob_keys
 from bot.storage.uow import Store, UnitOfWork
 
 
@@ -21,6 +22,11 @@ class QueueSpot:
     session: Session
     waiting: int  # earlier turns of the session still queued or running
     next_version: int  # the number its image gets if no other turn finishes first
+
+
+def reference_images(turn: Turn) -> list[str]:
+    """The keys of the images a person attached to a turn, in order (what a page previews)."""
+    return blob_keys(turn.user_content)
 
 
 async def _state(uow: UnitOfWork, session_id: int) -> SessionState:

@@ -17,8 +17,8 @@ from bot.chat import presenter
 from bot.chat.controls import BUTTONS, Control
 from bot.domain import OperationRefused, Session, SessionKey
 from bot.local_engine import VOCABULARY
+from bot.reads import reference_images
 from bot.results import Attachment
-from bot.storage.blobs import blob_keys
 
 from . import views
 from .core import IMMUTABLE, PLATFORM, PLAYGROUND, Playground, wants_json
@@ -115,7 +115,7 @@ async def reference_image(request: web.Request) -> web.StreamResponse:
     turn = await pg.reads.turn(path_id(request, "tid", "turn"))
     if turn is None:
         raise web.HTTPNotFound()
-    keys = blob_keys(turn.user_content) if turn.session_id == _sid(request) else []
+    keys = reference_images(turn) if turn.session_id == _sid(request) else []
     index = path_id(request, "index", "image")
     if index >= len(keys):
         raise web.HTTPNotFound()

@@ -10,16 +10,22 @@ import asyncio
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from bot import images
-from bot.storage.blobs import BlobStore
 
 # Long side in pixels: "sm" for the tree and reference chips, "md" for the thread and compare.
 SIZES = {"sm": 320, "md": 1024}
 
 
+class ImageBytes(Protocol):
+    """Where images are read by key (the app's blob store)."""
+
+    def get(self, key: str) -> bytes: ...
+
+
 class Thumbnails:
-    def __init__(self, root: Path, blobs: BlobStore) -> None:
+    def __init__(self, root: Path, blobs: ImageBytes) -> None:
         self.root = root
         self.blobs = blobs
         self._pending: dict[Path, asyncio.Future[None]] = {}
