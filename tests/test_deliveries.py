@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+from bot.chat.core import ChatCore
+from bot.chat.text import Text
 from bot.deliveries import Deliveries
 from bot.domain import SessionKey, Turn, TurnKind, TurnState, UnknownSession
 from bot.reads import SessionReads
+from bot.service import EditService
 from bot.storage.repository import SessionStore
 
 KEY = SessionKey("discord", "G1", "C1", "thread-1")
@@ -123,3 +126,48 @@ async def test_session_reads(store: SessionStore) -> None:
     assert (await reads.session(older.session_id)).key == KEY
     with pytest.raises(UnknownSession):
         await reads.session(older.session_id + 1000)
+
+
+class Thread:
+    """A chat backend in memory: what was posted, and what was edited."""
+
+    platform = "discord"
+    reactions: dict = {}
+
+    def __init__(self) -> None:
+        self.versions: list[tuple[int, int]] = []
+        self.edits: list[tuple[str, str]] = []
+
+    def post_channel(self, key: SessionKey) -> str:
+        return key.channel
+
+    async def post_version(self, key: SessionKey, post) -> str:
+        self.versions.append((post.session_id, post.version))
+        return f"m-v{post.session_id}-{post.version}"
+
+    async def update_text(self, key: SessionKey, message_id: str, text: Text) -> None:
+        self.edits.append((message_id, text.plain()))
+
+    async def post_text(self, key: SessionKey, text: Text) -> str:
+        raise AssertionError("nothing new to say")
+
+
+async def test_a_restart_shows_an_unshown_version_once(service: EditService) -> None:
+    store = service.store
+    d = Deliveries(store)
+    shown, unshown = await _version(store), await _version(store, SessionKey("discord", "G1", "C1", "t2"))
+    for turn in (shown, unshown):
+        await d.record_post("discord", "C1", f"m-progress-{turn.id}", turn.session_id, turn.id, "progress")
+    # The process stopped after posting the first version but before marking it shown.
+    await d.record_post("discord", "C1", "m-shown", shown.session_id, shown.id, "version")
+    runs = []
+    for _ in range(2):  # and then restarted twice
+        thread = Thread()
+        core = ChatCore(service, thread, deliveries=d, reads=SessionReads(store))  # type: ignore[arg-type]
+        await core.start()
+        await core.aclose()
+        runs.append((thread.versions, [m for m, _ in thread.edits]))
+    assert runs == [([(unshown.session_id, 1)], [f"m-progress-{unshown.id}"]), ([], [])]
+    assert await d.undelivered("discord") == []
+    posted = await d.version_post("discord", "C1", f"m-v{unshown.session_id}-1")
+    assert posted is not None and posted.session.id == unshown.session_id
