@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -14,8 +14,10 @@ from bot.chat.backend import ChatBackend
 from bot.chat.core import ChatCore
 from bot.config import Settings
 from bot.context import ContextBudget
+from bot.deliveries import Deliveries
 from bot.engine import Engine
 from bot.links import gallery_link
+from bot.reads import SessionReads
 from bot.service import EditService, SessionDefaults
 from bot.spending import SpendLimits
 from bot.storage.blobs import BlobStore
@@ -52,6 +54,14 @@ class App:
     service: EditService
     # One cap on model calls for every adapter in the process (THREADEDIT_MAX_CONCURRENCY).
     model_slots: asyncio.Semaphore | None = None
+    # The service operations adapters use besides the edit service's (posts and inbound events;
+    # reads for pages and progress lines): made from the store, so adapters never hold it.
+    deliveries: Deliveries = field(init=False)
+    reads: SessionReads = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deliveries = Deliveries(self.store)
+        self.reads = SessionReads(self.store)
 
 
 def make_chat_core(app: App, backend: ChatBackend, policy: AccessPolicy, *,
@@ -59,7 +69,8 @@ def make_chat_core(app: App, backend: ChatBackend, policy: AccessPolicy, *,
     """A chat adapter's core: the app's store, engine and limits under the adapter's own access
     policy, sharing the process's cap on model calls."""
     return ChatCore(
-        app.service.with_policy(policy), backend, max_concurrency=app.settings.max_concurrency,
+        app.service.with_policy(policy), backend, deliveries=app.deliveries, reads=app.reads,
+        max_concurrency=app.settings.max_concurrency,
         allowed_channels=allowed_channels, progress_interval=progress_interval,
         offline=app.engine.offline, model_slots=app.model_slots,
         gallery_link=partial(gallery_link, app.settings))

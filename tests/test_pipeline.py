@@ -12,8 +12,10 @@ from sqlalchemy import update
 from bot.chat.backend import IncomingMessage
 from bot.chat.core import ChatCore
 from bot.chat.text import Text
+from bot.deliveries import Deliveries
 from bot.domain import SessionKey, TurnState
 from bot.pipeline import TurnPipeline
+from bot.reads import SessionReads
 from bot.service import EditService
 from bot.storage.schema import turns
 from tests.fakes.gemini_server import Behaviour
@@ -121,7 +123,8 @@ class HeldBackend(FakeBackend):
 
 async def test_a_held_progress_post_does_not_hold_the_model_slot(service: EditService, gemini):
     backend = HeldBackend({"thread-a"})
-    core = ChatCore(service, backend, max_concurrency=1, progress_interval=0.05)
+    core = ChatCore(service, backend, deliveries=Deliveries(service.store),
+                    reads=SessionReads(service.store), max_concurrency=1, progress_interval=0.05)
 
     def message(n: str, text: str) -> IncomingMessage:
         return IncomingMessage(key=SessionKey("slack", "T1", "C1", f"thread-{n}"),

@@ -48,7 +48,8 @@ class DiscordAdapter:
         self.settings = settings
         self.resume_max_age = app.settings.resume_max_age_seconds
         self.client = ThreadeditClient(api_base=settings.api_base,
-                                       message_content=settings.message_content, store=app.store)
+                                       message_content=settings.message_content,
+                                       deliveries=app.deliveries)
         self.backend = DiscordBackend(self.client)
         self.core = make_chat_core(
             app, self.backend, AccessPolicy(approver_roles=settings.approver_roles,

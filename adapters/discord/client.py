@@ -13,7 +13,7 @@ from discord import app_commands
 from adapters.discord.backend import ALLOWED_MENTIONS, ControlButton
 from adapters.discord.listeners import DiscordListeners
 from adapters.discord.settings import DISCORD_API
-from bot.storage.repository import SessionStore
+from bot.deliveries import Deliveries
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,11 @@ def intents_for(message_content: bool) -> discord.Intents:
 
 
 class ThreadeditClient(discord.Client):
-    def __init__(self, *, api_base: str, message_content: bool, store: SessionStore) -> None:
+    def __init__(self, *, api_base: str, message_content: bool, deliveries: Deliveries) -> None:
         super().__init__(intents=intents_for(message_content), allowed_mentions=ALLOWED_MENTIONS,
                          max_messages=None)  # nothing depends on the message cache
         self.api_base = api_base
-        self.store = store
+        self.deliveries = deliveries
         self.tree = app_commands.CommandTree(self)
         self.listeners: DiscordListeners | None = None
         self.commands_synced: bool | None = None  # None until setup ran
@@ -66,10 +66,10 @@ class ThreadeditClient(discord.Client):
         payload = [c.to_dict(self.tree) for c in self.tree.get_commands()]
         digest = hashlib.sha256(json.dumps([self.application_id, payload], sort_keys=True,
                                            default=str).encode()).hexdigest()
-        if await self.store.get_app_state(COMMANDS_DIGEST) == digest:
+        if await self.deliveries.recall(COMMANDS_DIGEST) == digest:
             return False
         await self.tree.sync()
-        await self.store.set_app_state(COMMANDS_DIGEST, digest)
+        await self.deliveries.remember(COMMANDS_DIGEST, digest)
         log.info("registered the slash commands with Discord")
         return True
 

@@ -50,7 +50,7 @@ class Playground:
     def __init__(self, app: App, *, limits: Limits = Limits()) -> None:
         self.app = app
         self.service = app.service
-        self.store = app.store
+        self.reads = app.reads
         self.blobs = app.blobs
         self.limits = limits
         # On every address it listens on: answering other Host names would let any web page

@@ -62,7 +62,7 @@ def _compare_picks(request: web.Request, state: SessionState) -> tuple[list[Turn
 
 async def gallery(request: web.Request) -> web.Response:
     pg = _pg(request)
-    state = await pg.store.load_state(_sid(request))
+    state = await pg.reads.state(_sid(request))
     s = state.session
     urls = views.Urls(s.id, _link_query(request, pg))
     picks, notice = _compare_picks(request, state)
@@ -86,7 +86,7 @@ def _expiry(exp: str) -> str | None:
 
 
 async def _version(request: web.Request) -> Turn:
-    state = await _pg(request).store.load_state(_sid(request))
+    state = await _pg(request).reads.state(_sid(request))
     try:
         return state.version(path_id(request, "n", "version"))
     except OperationRefused as exc:
@@ -113,7 +113,7 @@ async def version_thumb(request: web.Request) -> web.StreamResponse:
 async def export(request: web.Request) -> web.StreamResponse:
     """Every version's original image and manifest.json (the CLI's export), as one zip."""
     pg = _pg(request)
-    session = await pg.store.get_session(_sid(request))
+    session = await pg.reads.session(_sid(request))
     name = f"threadedit-session-{session.id}"
     with tempfile.TemporaryDirectory(prefix="threadedit-export-") as tmp:
         target = Path(tmp) / f"{name}.zip"

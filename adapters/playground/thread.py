@@ -17,8 +17,8 @@ from bot.chat import presenter
 from bot.chat.controls import BUTTONS, Control
 from bot.domain import OperationRefused, Session, SessionKey
 from bot.local_engine import VOCABULARY
+from bot.reads import reference_images
 from bot.results import Attachment
-from bot.storage.blobs import blob_keys
 
 from . import views
 from .core import IMMUTABLE, PLATFORM, PLAYGROUND, Playground, wants_json
@@ -34,13 +34,11 @@ def _sid(request: web.Request) -> int:
 
 
 async def _summaries(pg: Playground) -> list[views.SessionSummary]:
-    sessions = await pg.store.list_sessions(limit=pg.limits.sessions_listed)
-    return [views.summary(await pg.store.load_state(s.id)) for s in sessions]
+    return [views.summary(state) for state in await pg.reads.recent(pg.limits.sessions_listed)]
 
 
 async def _session_context(pg: Playground, session_id: int) -> dict[str, Any]:
-    state = await pg.store.load_state(session_id)
-    audit = await pg.store.audit_log(session_id)
+    state, audit = await pg.reads.state_and_audit(session_id)
     urls = views.Urls(session_id)
     s = state.session
     return {
@@ -103,8 +101,7 @@ async def sessions_fragment(request: web.Request) -> web.Response:
 async def session_state(request: web.Request) -> web.Response:
     """What the open page polls: a stamp that changes whenever the thread would look different."""
     pg = _pg(request)
-    state = await pg.store.load_state(_sid(request))
-    audit = await pg.store.audit_log(state.session.id)
+    state, audit = await pg.reads.state_and_audit(_sid(request))
     busy = any(t.state in views.PENDING for t in state.turns)
     return web.json_response(
         {"stamp": views.stamp(state, len(audit)), "busy": busy, "now": time.time(),
@@ -115,11 +112,10 @@ async def session_state(request: web.Request) -> web.Response:
 async def reference_image(request: web.Request) -> web.StreamResponse:
     """A small preview of an image someone attached to a turn."""
     pg = _pg(request)
-    try:
-        turn = await pg.store.get_turn(path_id(request, "tid", "turn"))
-    except KeyError:
-        raise web.HTTPNotFound() from None
-    keys = blob_keys(turn.user_content) if turn.session_id == _sid(request) else []
+    turn = await pg.reads.turn(path_id(request, "tid", "turn"))
+    if turn is None:
+        raise web.HTTPNotFound()
+    keys = reference_images(turn) if turn.session_id == _sid(request) else []
     index = path_id(request, "index", "image")
     if index >= len(keys):
         raise web.HTTPNotFound()
@@ -184,7 +180,7 @@ async def control(request: web.Request) -> web.Response:
     if what is Control.UNDO:
         # As in chat: Undo on the head steps back; on an older version it goes back to that one.
         assert version is not None
-        state = await pg.store.load_state(session.id)
+        state = await pg.reads.state(session.id)
         on_head = state.head is not None and state.head.version == version
         view = await (svc.undo(session.id, actor) if on_head
                       else svc.revert(session.id, actor, version))
@@ -232,7 +228,7 @@ def read_only_sentence(session: Session) -> str | None:
 
 
 async def _editable(pg: Playground, session_id: int) -> Session:
-    session = await pg.store.get_session(session_id)
+    session = await pg.reads.session(session_id)
     refusal = read_only_sentence(session)
     if refusal is not None:
         raise OperationRefused(refusal, "read_only")

@@ -10,17 +10,22 @@ import asyncio
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from bot import images
-from bot.storage.blobs import BlobStore
-from bot.storage.db import make_private_dir
 
 # Long side in pixels: "sm" for the tree and reference chips, "md" for the thread and compare.
 SIZES = {"sm": 320, "md": 1024}
 
 
+class ImageBytes(Protocol):
+    """Where images are read by key (the app's blob store)."""
+
+    def get(self, key: str) -> bytes: ...
+
+
 class Thumbnails:
-    def __init__(self, root: Path, blobs: BlobStore) -> None:
+    def __init__(self, root: Path, blobs: ImageBytes) -> None:
         self.root = root
         self.blobs = blobs
         self._pending: dict[Path, asyncio.Future[None]] = {}
@@ -47,7 +52,8 @@ class Thumbnails:
 
     def _make(self, blob_key: str, side: int, path: Path) -> None:
         data = images.thumbnail(self.blobs.get(blob_key), side)
-        make_private_dir(self.root)
+        # Private as the data directory is: thumbnails show every image (mode, less the umask).
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:

@@ -18,8 +18,8 @@ from bot import catalog, domain
 from bot.chat import presenter
 from bot.chat.text import Code, Link, Mention, Plain, Strong, Text
 from bot.domain import SessionState, Turn, TurnState, path_to
+from bot.reads import reference_images
 from bot.results import TurnResult
-from bot.storage.blobs import blob_keys
 
 PLATFORM_LABELS = {"playground": "Playground", "slack": "Slack", "discord": "Discord", "cli": "CLI"}
 TITLE_CHARS = 70
@@ -226,7 +226,7 @@ def conversation(state: SessionState, audit: list[dict[str, Any]], urls: Urls,
     `offline`: the offline engine runs the turns, so words-only answers are said to be its own."""
     items: list[tuple[str, int, Any]] = []
     for turn in state.turns:
-        refs = [urls.reference(turn.id, i) for i in range(len(blob_keys(turn.user_content)))]
+        refs = [urls.reference(turn.id, i) for i in range(len(reference_images(turn)))]
         if turn.is_version:
             item = TurnItem(turn, refs, "version", version=version_view(state, turn))
         elif turn.state in PENDING:

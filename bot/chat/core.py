@@ -18,9 +18,11 @@ from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, Orig
 from bot.chat.commands import ThreadCommand, parse_thread_command
 from bot.chat.controls import Control, buttons_for, parse_button_value
 from bot.chat.text import Text
+from bot.deliveries import PROGRESS, VERSION, Deliveries
 from bot.domain import OperationRefused, Session, SessionKey, Turn, UnknownSession
 from bot.images import ImageRejected
 from bot.pipeline import TurnPipeline
+from bot.reads import SessionReads
 from bot.results import Attachment, TurnResult
 from bot.service import EditService
 
@@ -36,6 +38,8 @@ class ChatCore:
         service: EditService,
         backend: ChatBackend,
         *,
+        deliveries: Deliveries,
+        reads: SessionReads,
         max_concurrency: int = 4,
         allowed_channels: frozenset[str] | None = None,
         progress_interval: float = 5.0,
@@ -44,7 +48,8 @@ class ChatCore:
         gallery_link: Callable[[int], str | None] | None = None,
     ) -> None:
         self.service = service
-        self.store = service.store
+        self.deliveries = deliveries
+        self.reads = reads
         self.backend = backend
         self.platform = backend.platform
         self.allowed_channels = allowed_channels
@@ -62,11 +67,11 @@ class ChatCore:
 
     async def start(self, resume_max_age: float = 3600.0) -> list[int]:
         """Show outcomes a stop left unshown, then resume (or report) unfinished turns."""
-        for turn in await self.store.undelivered_turns(self.platform):
+        for turn_id in await self.deliveries.undelivered(self.platform):
             try:
-                await self.turn_finished(await self.service.result_of(turn.id))
+                await self.turn_finished(await self.service.result_of(turn_id))
             except Exception:  # one thread we cannot post to must not stop the others
-                log.exception("could not show the outcome of turn %s", turn.id)
+                log.exception("could not show the outcome of turn %s", turn_id)
         return await self.pipeline.resume_unfinished(resume_max_age, self.platform)
 
     def delivery_finished(self, delivery: str) -> None:
@@ -84,8 +89,8 @@ class ChatCore:
         """None when the bot works in this channel; else the sentence for the user (audited)."""
         if self.allowed_channels is None or key.channel in self.allowed_channels:
             return None
-        await self.store.audit(None, user, "message", "refused", channel=key.channel,
-                               why="channel not allowed")
+        await self.deliveries.refused(None, user, "message", channel=key.channel,
+                                      why="channel not allowed")
         return presenter.CHANNEL_NOT_ALLOWED
 
     async def on_message(self, msg: IncomingMessage) -> None:
@@ -101,7 +106,7 @@ class ChatCore:
             return
         # A message is handled once, whichever way it arrives (a retry, a replay after a
         # reconnect, or Slack's app_mention and message events for the same mention).
-        if not await self.store.claim_event(self.platform, f"msg:{key.channel}:{msg.message_id}"):
+        if not await self.deliveries.claim_event(self.platform, f"msg:{key.channel}:{msg.message_id}"):
             return
         if session is None and msg.needs_thread and not await self.backend.open_thread(msg):
             return
@@ -140,9 +145,8 @@ class ChatCore:
             await self.backend.post_text(key, presenter.addressed(user, exc.message))
 
     async def _submit(self, turn: Turn) -> None:
-        session = await self.store.get_session(turn.session_id)
-        waiting = await self.store.unfinished_before(turn.session_id, turn.id)
-        version = await self.store.next_version(turn.session_id)
+        spot = await self.reads.queue_spot(turn)
+        session, waiting, version = spot.session, spot.waiting, spot.next_version
         slots_busy = self.pipeline.slots_busy()
         # Queue before posting: the order of turns is the order they were recorded, whatever
         # the platform's answers to the progress posts do. The turn starts its progress ticker
@@ -158,8 +162,8 @@ class ChatCore:
                 text = presenter.progress_line(version, turn.model, turn.aspect_ratio,
                                                turn.image_size, 0)
             message_id = await self.backend.post_text(session.key, text)
-            await self.store.record_post(self.platform, self.backend.post_channel(session.key),
-                                         message_id, session.id, turn.id, "progress")
+            await self.deliveries.record_post(self.platform, self.backend.post_channel(session.key),
+                                              message_id, session.id, turn.id, PROGRESS)
         finally:
             posted.set()
 
@@ -173,44 +177,43 @@ class ChatCore:
             return
         # Most reactions are on other people's messages: one read, and nothing written, for them.
         # A reaction can only name a version by being on its post: the post says where it is.
-        post = await self.store.find_post(self.platform, channel, message_id)
-        if post is None or post["kind"] != "version":
+        post = await self.deliveries.version_post(self.platform, channel, message_id)
+        if post is None:
             return
+        counts = added or control is Control.APPROVE  # taking back any other reaction does nothing
         if event_key is None:
             # The platform gives reactions no event id (Discord): each person's reaction is a
             # toggle, so a replayed add or remove does nothing and a real one always counts.
+            # Claimed together with forgetting its opposite, so the two never disagree.
             base = f"react:{channel}:{message_id}:{actor}:{emoji}"
-            await self.store.release_event(self.platform, f"{base}:{'-' if added else '+'}")
-            event_key = f"{base}:{'+' if added else '-'}"
+            claim, release = (f"{base}:+", f"{base}:-") if added else (f"{base}:-", f"{base}:+")
+            fresh = await self.deliveries.toggle_event(self.platform, claim, release)
+        else:
+            fresh = counts and await self.deliveries.claim_event(self.platform, event_key)
+        if not (fresh and counts):
+            return
         if not added:
-            if control is not Control.APPROVE:
-                return
             control = Control.WITHDRAW
-        if not await self.store.claim_event(self.platform, event_key):
+        if await self._refused_channel(post.session, actor, control):
             return
-        turn = await self.store.get_turn(post["turn_id"])
-        assert turn.version is not None
-        session = await self.store.get_session(turn.session_id)
-        if await self._refused_channel(session, actor, control):
-            return
-        await self.apply_control(session, turn.version, control, actor, roles)
+        await self.apply_control(post.session, post.version, control, actor, roles)
 
     async def on_button(self, value: str, actor: str, origin: Origin,
                         roles: frozenset[str] = frozenset(), event_key: str | None = None) -> None:
         parsed = parse_button_value(value)
         if parsed is None:
             return
-        if event_key is not None and not await self.store.claim_event(self.platform, event_key):
+        if event_key is not None and not await self.deliveries.claim_event(self.platform, event_key):
             return  # the same click delivered again
         control, session_id, version = parsed
         session = await self._session_here(session_id, origin)
         if session is None:
             # A button's value is only as trustworthy as whoever sent it: one naming a session
             # of another thread, channel, workspace or platform changes, charges and posts nothing.
-            await self.store.audit(None, actor, control.value, "refused", session=session_id,
-                                   version=version, workspace=origin.workspace,
-                                   channel=origin.channel, thread=origin.thread,
-                                   why="button from another thread")
+            await self.deliveries.refused(None, actor, control.value, session=session_id,
+                                          version=version, workspace=origin.workspace,
+                                          channel=origin.channel, thread=origin.thread,
+                                          why="button from another thread")
             here = SessionKey(self.platform, origin.workspace, origin.channel, origin.thread)
             await self._tell(here, actor, presenter.NOT_THIS_THREAD)
             return
@@ -221,7 +224,7 @@ class ChatCore:
     async def _session_here(self, session_id: int, origin: Origin) -> Session | None:
         """The session, if it lives where the click came from; else None."""
         try:
-            session = await self.store.get_session(session_id)
+            session = await self.reads.session(session_id)
         except UnknownSession:
             return None
         key = session.key
@@ -234,8 +237,8 @@ class ChatCore:
         changed since the session began): refused, audited and explained to the person."""
         if self.allowed_channels is None or session.key.channel in self.allowed_channels:
             return False
-        await self.store.audit(session.id, actor, control.value, "refused",
-                               channel=session.key.channel, why="channel not allowed")
+        await self.deliveries.refused(session.id, actor, control.value,
+                                      channel=session.key.channel, why="channel not allowed")
         await self._tell(session.key, actor, presenter.CHANNEL_NOT_ALLOWED)
         return True
 
@@ -251,7 +254,7 @@ class ChatCore:
         session_id, key, svc = session.id, session.key, self.service
         try:
             if control is Control.UNDO:
-                state = await self.store.load_state(session_id)
+                state = await self.reads.state(session_id)
                 head = state.head
                 view = (await svc.undo(session_id, actor) if head and head.version == version
                         else await svc.revert(session_id, actor, version))
@@ -276,12 +279,12 @@ class ChatCore:
         # the platform to take the progress post delays only this thread's progress line.
         started = time.monotonic()
         # Read before the model call can have made the version (it runs meanwhile).
-        version = await self.store.next_version(turn.session_id)
-        session = await self.store.get_session(turn.session_id)
+        spot = await self.reads.queue_spot(turn)
+        session, version = spot.session, spot.next_version
         posted = self._progress_posted.pop(turn.id, None)
         if posted is not None:
             await posted.wait()
-        message_id = await self.store.post_for_turn(turn.id, "progress")
+        message_id = await self.deliveries.progress_post(turn.id)
         if message_id is None:
             return
 
@@ -304,20 +307,19 @@ class ChatCore:
             # (and hide) the outcome below.
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
-        session = await self.store.get_session(result.session_id)
-        key = session.key
-        progress_id = await self.store.post_for_turn(result.turn_id, "progress")
+        posts = await self.deliveries.turn_posts(result.turn_id)
+        key, progress_id = posts.key, posts.progress
         if result.status != "ok":
             text = presenter.addressed(result.author, presenter.no_version_line(result, self.offline))
             if progress_id:
                 await self.backend.update_text(key, progress_id, text)
             else:
                 await self.backend.post_text(key, text)
-            await self.store.mark_delivered(result.turn_id)
+            await self.deliveries.mark_delivered(result.turn_id)
             return
         assert result.version is not None and result.image_path is not None
-        if await self.store.post_for_turn(result.turn_id, "version"):
-            await self.store.mark_delivered(result.turn_id)
+        if posts.version:
+            await self.deliveries.mark_delivered(result.turn_id)
             return  # already posted (a resumed turn): post exactly once
         post = VersionPost(
             session_id=result.session_id, version=result.version, image_path=result.image_path,
@@ -328,9 +330,9 @@ class ChatCore:
             gallery_url=self.gallery_link(result.session_id) if self.gallery_link else None,
         )
         message_id = await self.backend.post_version(key, post)
-        await self.store.record_post(self.platform, self.backend.post_channel(key), message_id,
-                                     session.id, result.turn_id, "version")
-        await self.store.mark_delivered(result.turn_id)
+        await self.deliveries.record_post(self.platform, self.backend.post_channel(key), message_id,
+                                          posts.session_id, result.turn_id, VERSION)
+        await self.deliveries.mark_delivered(result.turn_id)
         if progress_id:
             with contextlib.suppress(Exception):
                 await self.backend.update_text(key, progress_id, presenter.ready_line(result.version))

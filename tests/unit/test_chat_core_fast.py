@@ -11,8 +11,10 @@ from bot.chat import presenter
 from bot.chat.backend import IncomingMessage, Origin
 from bot.chat.controls import Control, button_value
 from bot.chat.core import ChatCore
+from bot.deliveries import Deliveries
 from bot.domain import SessionKey
 from bot.engine import EngineError
+from bot.reads import SessionReads
 from bot.service import EditService
 from tests.fakes.memory_chat import FakeBackend
 from tests.fakes.memory_engine import ScriptedEngine
@@ -33,11 +35,16 @@ def backend() -> FakeBackend:
 
 
 @pytest.fixture
-async def core(service: EditService, backend: FakeBackend) -> AsyncIterator[ChatCore]:
+async def core(service: EditService, backend: FakeBackend, store: MemoryStore) -> AsyncIterator[ChatCore]:
     guarded = service.with_policy(AccessPolicy(approvers=frozenset({"dana"})))
-    chat = ChatCore(guarded, backend, progress_interval=60)
+    chat = ChatCore(guarded, backend, progress_interval=60, **services(store))
     yield chat
     await chat.aclose()
+
+
+def services(store: MemoryStore) -> dict[str, object]:
+    """The service operations ChatCore uses besides the edit service's, on the in-memory store."""
+    return {"deliveries": Deliveries(store), "reads": SessionReads(store)}
 
 
 async def say(core: ChatCore, msg: IncomingMessage) -> None:
@@ -180,7 +187,7 @@ async def test_a_failed_turn_is_told_on_its_progress_post(core: ChatCore, backen
 async def test_a_mention_outside_the_allowed_channels_is_refused_privately(service: EditService,
                                                                            backend: FakeBackend,
                                                                            store: MemoryStore) -> None:
-    chat = ChatCore(service, backend, allowed_channels=frozenset({"C-other"}))
+    chat = ChatCore(service, backend, allowed_channels=frozenset({"C-other"}), **services(store))
     await say(chat, message("a lighthouse", 0, mentioned=True))
     assert backend.ephemerals("ana") == [presenter.CHANNEL_NOT_ALLOWED.plain()]
     assert store.rows("sessions") == [] and store.rows("turns") == []
