@@ -11,7 +11,7 @@ import discord
 
 from adapters.backoff import network_reason, until_reachable
 from adapters.discord.backend import DiscordBackend
-from adapters.discord.client import ThreadeditClient
+from adapters.discord.client import ShardedThreadeditClient, ThreadeditClient
 from adapters.discord.listeners import DiscordListeners
 from adapters.discord.settings import DISCORD_API, DiscordSettings
 from bot.access import AccessPolicy
@@ -47,9 +47,13 @@ class DiscordAdapter:
         assert settings.token is not None
         self.settings = settings
         self.resume_max_age = app.settings.resume_max_age_seconds
-        self.client = ThreadeditClient(api_base=settings.api_base,
-                                       message_content=settings.message_content,
-                                       deliveries=app.deliveries)
+        # Unsharded: one connection, as before. Sharded: these shards (all when no ids are given).
+        kind, shards = ThreadeditClient, {}
+        if settings.shard_count is not None:
+            kind, shards = ShardedThreadeditClient, {"shard_count": settings.shard_count,
+                                                     "shard_ids": list(settings.shard_ids) or None}
+        self.client = kind(api_base=settings.api_base, message_content=settings.message_content,
+                           deliveries=app.deliveries, registers_commands=settings.runs_shard_zero, **shards)
         self.backend = DiscordBackend(self.client)
         self.core = make_chat_core(
             app, self.backend, AccessPolicy(approver_roles=settings.approver_roles,
@@ -81,7 +85,8 @@ class DiscordAdapter:
         await self.core.start(self.resume_max_age)
         mode = ("" if self.settings.message_content
                 else "; message content intent off: replies must mention the bot")
-        return f"Discord (as {self.client.user}{mode})"
+        shards = f"; {self.settings.shards_text}" if self.settings.sharded else ""
+        return f"Discord (as {self.client.user}{shards}{mode})"
 
     async def _login(self) -> None:
         assert self.settings.token is not None

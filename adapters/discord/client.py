@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from typing import Any
 
 import discord
 import yarl
@@ -30,15 +31,19 @@ def intents_for(message_content: bool) -> discord.Intents:
     intents.guild_messages = True
     intents.guild_reactions = True
     intents.message_content = message_content  # privileged: replies without a mention
+    intents.dm_messages = True  # to answer a DM with where the bot works (DMs come on shard 0)
     return intents
 
 
 class ThreadeditClient(discord.Client):
-    def __init__(self, *, api_base: str, message_content: bool, deliveries: Deliveries) -> None:
+    def __init__(self, *, api_base: str, message_content: bool, deliveries: Deliveries,
+                 registers_commands: bool = True, **shards: Any) -> None:
         super().__init__(intents=intents_for(message_content), allowed_mentions=ALLOWED_MENTIONS,
-                         max_messages=None)  # nothing depends on the message cache
+                         max_messages=None, **shards)  # nothing depends on the message cache
         self.api_base = api_base
         self.deliveries = deliveries
+        # One process of a sharded bot registers the slash commands: the one running shard 0.
+        self.registers_commands = registers_commands
         self.tree = app_commands.CommandTree(self)
         self.listeners: DiscordListeners | None = None
         self.commands_synced: bool | None = None  # None until setup ran
@@ -59,7 +64,7 @@ class ThreadeditClient(discord.Client):
             _shards, url, _limits = await self.http.get_bot_gateway()
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         self.add_dynamic_items(ControlButton)
-        self.commands_synced = await self.sync_commands_if_changed()
+        self.commands_synced = await self.sync_commands_if_changed() if self.registers_commands else False
 
     async def sync_commands_if_changed(self) -> bool:
         """Discord limits command registrations per day: register only when ours changed."""
@@ -88,3 +93,8 @@ class ThreadeditClient(discord.Client):
     async def on_control_button(self, interaction: discord.Interaction, value: str) -> None:
         if self.listeners is not None:
             await self.listeners.on_control_button(interaction, value)
+
+
+class ShardedThreadeditClient(ThreadeditClient, discord.AutoShardedClient):
+    """The same bot on some shards of the whole (`shard_count=`, `shard_ids=`): discord.py opens one
+    gateway connection per shard and Discord sends each a share of the servers' events."""

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTACHMENT_BYTES = 30 * 1024 * 1024  # the core refuses larger files anyway; don't download them
 TURN_TYPES = {discord.MessageType.default, discord.MessageType.reply}
+DM_ANSWER = "I edit images in servers: mention me in a channel there, or use /edit."
 
 
 def roles_of(member: object) -> frozenset[str]:
@@ -77,8 +78,13 @@ class DiscordListeners:
             self.core.delivery_finished(f"message:{message.id}")
 
     async def _message(self, message: discord.Message) -> None:
-        if (message.author.bot or message.webhook_id or message.guild is None
-                or message.type not in TURN_TYPES):
+        if message.author.bot or message.webhook_id or message.type not in TURN_TYPES:
+            return
+        if message.guild is None:  # a DM (Discord sends those to shard 0 only): say where to go
+            try:
+                await message.reply(DM_ANSWER, mention_author=False)
+            except discord.HTTPException as exc:
+                log.warning("could not answer a direct message (HTTP %s)", exc.status)
             return
         mentioned = any(u.id == self.bot_id for u in message.mentions)
         if not mentioned and not self.client.intents.message_content:

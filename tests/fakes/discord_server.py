@@ -20,10 +20,19 @@ required except on the CDN and on routes authenticated by an interaction token (
 `/webhooks/{app}/{token}...`: discord.py sends no Authorization there, nor does Discord want one);
 errors as `{"message", "code"}` (404 10003/10008, 403 50013, 400 50006/50035/40060/160004, 413 40005);
 429s with `Via` (without it discord.py assumes a Cloudflare ban) and X-RateLimit-* headers. Gateway:
-HELLO, IDENTIFY -> READY + one GUILD_CREATE per guild, heartbeat ACKs, RESUME replaying missed events
-then RESUMED, zlib-stream when asked, intent gating per session, and message content blanked for
-sessions without the privileged intent. The bot's own non-ephemeral messages come back as
-MESSAGE_CREATE/UPDATE, as on Discord. An interaction must be answered within `callback_deadline` s.
+HELLO, IDENTIFY -> READY + one GUILD_CREATE per guild (of the session's shard), heartbeat ACKs,
+RESUME replaying missed events then RESUMED, zlib-stream when asked, intent gating per session, and
+message content blanked for sessions without the privileged intent. The bot's own non-ephemeral
+messages come back as MESSAGE_CREATE/UPDATE, as on Discord. An interaction must be answered within
+`callback_deadline` s.
+
+Sharding as Discord does it (docs/events/gateway.mdx, "Sharding", discord/discord-api-docs; the
+formula first in discord-api-docs#17; ../shared/research/scale-out.md): IDENTIFY may carry
+`shard: [id, count]` (0 <= id < count, else close 4010 Invalid shard); each session gets a guild's
+events only when `(guild_id >> 22) % count == id`, computed per session (sessions need not agree on
+the count); "Gateway events that do not contain a guild_id will only be sent to the first shard
+(shard_id: 0)", DMs included; READY lists, and GUILD_CREATE is sent for, that shard's guilds only.
+GET /gateway/bot answers `shards` (recommended_shards). `deliveries` records which shard got what.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from tests.fakes import discord_payloads as p
 Json = dict[str, Any]
 API = "/api/v10"
 _DEAD_SESSION_CODES = {4004, 4007, 4009, 4010, 4011, 4012, 4013, 4014}
+_GUILD_EVENTS = {"GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"}  # the guild's id is `id`, not `guild_id`
 _INTENT_BITS = {"MESSAGE": (9, 12), "MESSAGE_REACTION": (10, 13), "TYPING": (11, 14),
                 "THREAD": (0, 0), "CHANNEL": (0, 0), "GUILD": (0, 0)}
 
@@ -95,6 +105,19 @@ class _Session:
     conn: _Conn | None = None
     ready: bool = False
     alive: bool = True
+    shard: tuple[int, int] = (0, 1)  # [shard_id, num_shards] from IDENTIFY; (0, 1): not sharded
+
+    def gets(self, guild_id: str | None) -> bool:
+        """Whether Discord routes an event of this guild (None: no guild_id, such as a DM) here."""
+        shard_id, count = self.shard
+        return shard_id == 0 if guild_id is None else (int(guild_id) >> 22) % count == shard_id
+
+
+@dataclass(frozen=True)
+class Delivery:
+    event: str
+    id: str | None  # the id of what the event is about (a message, an interaction, a guild...)
+    shard: tuple[int, int]  # the [shard_id, num_shards] of the session it was sent to
 
 
 @dataclass(eq=False)
@@ -130,6 +153,8 @@ class FakeDiscord:
         self.identifies: list[Json] = []
         self.resumes: list[Json] = []
         self.gateway_connects: list[dict[str, str]] = []  # query of every websocket connection
+        self.recommended_shards = 1  # what GET /gateway/bot says in `shards`
+        self.deliveries: list[Delivery] = []  # every dispatch, per session it was sent to
         self.typing: list[str] = []
         self._no_threads: set[str] = set()
         self._by_id: dict[str, Json] = {}  # message id -> stored message
@@ -312,12 +337,18 @@ class FakeDiscord:
         if intents & self.disallowed_intents:
             await self._close(conn, 4014, "Disallowed intent(s).")
             return
-        session = _Session(secrets.token_hex(16), intents, conn=conn)
+        shard = d.get("shard", [0, 1])
+        if (not isinstance(shard, list) or len(shard) != 2 or not all(type(x) is int for x in shard)
+                or not 0 <= shard[0] < shard[1]):
+            await self._close(conn, 4010, "Invalid shard.")
+            return
+        session = _Session(secrets.token_hex(16), intents, conn=conn, shard=(shard[0], shard[1]))
         conn.session = session
-        ready = p.ready(self.bot_user, self.guilds, session.id, self.gateway_url, self._application())
-        await self._emit(session, "READY", ready)
+        mine = [gid for gid in self.guilds if session.gets(gid)]
+        ready = p.ready(self.bot_user, mine, session.id, self.gateway_url, self._application())
+        await self._emit(session, "READY", ready | {"shard": list(session.shard)})
         self._sessions = [s for s in self._sessions if s.alive] + [session]
-        for gid in self.guilds:
+        for gid in mine:
             await self._emit(session, "GUILD_CREATE", self._guild_create(gid))
         session.ready = True
 
@@ -339,6 +370,7 @@ class FakeDiscord:
 
     async def _emit(self, session: _Session, event: str, data: Json) -> None:
         session.seq += 1
+        self.deliveries.append(Delivery(event, data.get("id") or data.get("message_id"), session.shard))
         frame = {"op": 0, "s": session.seq, "t": event, "d": data}
         session.backlog = session.backlog[-999:] + [frame]
         if session.conn is not None:
@@ -356,10 +388,15 @@ class FakeDiscord:
 
     async def _broadcast(self, event: str, data: Json, *, content_granted: bool = True) -> None:
         group = next((v for k, v in _INTENT_BITS.items() if event.rsplit("_", 1)[0] == k), None)
-        for session in [s for s in self._sessions if s.alive]:
+        guild = data.get("guild_id") or (data.get("id") if event in _GUILD_EVENTS else None)
+        for session in [s for s in self._sessions if s.alive and s.gets(guild)]:
             if group is not None and not session.intents >> group[0 if data.get("guild_id") else 1] & 1:
                 continue
             await self._emit(session, event, self._redact(session, event, data, content_granted))
+
+    def shards_sent(self, event: str, object_id: str) -> list[tuple[int, int]]:
+        """The shards (of live sessions) that were sent `event` about `object_id`, in order."""
+        return [d.shard for d in self.deliveries if d.event == event and d.id == object_id]
 
     def _redact(self, session: _Session, event: str, data: Json, granted: bool) -> Json:
         if event not in ("MESSAGE_CREATE", "MESSAGE_UPDATE") or not data.get("guild_id"):
@@ -390,6 +427,21 @@ class FakeDiscord:
         self._store(msg)
         event = self._gateway_message(msg, channel)
         await self._broadcast("MESSAGE_CREATE", event, content_granted=message_content_intent)
+        return event
+
+    async def user_dm(self, author_id: str, content: str) -> Json:
+        """A user writes to the bot in a direct message: MESSAGE_CREATE without guild_id (so only to
+        shard 0, and only to sessions with the DIRECT_MESSAGES intent). Content is not blanked: the
+        message content intent does not cover DMs."""
+        channel = next((c for c in self.channels.values() if c["type"] == 1
+                        and c["recipients"][0]["id"] == author_id), None)
+        if channel is None:
+            cid = p.snowflake()
+            channel = self.channels[cid] = {"id": cid, "type": 1, "last_message_id": None, "flags": 0,
+                                            "recipients": [self.users[author_id]]}
+        msg = self._store(p.message(p.snowflake(), channel["id"], self.users[author_id], content))
+        event = self._gateway_message(msg, channel)
+        await self._broadcast("MESSAGE_CREATE", event)
         return event
 
     async def archive_thread(self, thread_id: str, *, locked: bool = False) -> Json:
@@ -558,7 +610,7 @@ class FakeDiscord:
 
     def _guild_create(self, gid: str) -> Json:
         guild = self.guilds[gid] | {"member_count": len(self.guilds[gid]["members"])}
-        channels = [c for c in self.channels.values() if c["guild_id"] == gid]
+        channels = [c for c in self.channels.values() if c.get("guild_id") == gid]
         threads = [t for t in self.threads.values()
                    if t["guild_id"] == gid and not t["thread_metadata"]["archived"]]
         return p.guild_create(guild, channels, threads, [self._member(gid, self.bot_id, full=True)])
@@ -569,7 +621,9 @@ class FakeDiscord:
 
     def _gateway_message(self, msg: Json, channel: Json) -> Json:
         """REST messages lack guild_id/member; MESSAGE_CREATE/UPDATE carry both (and members in mentions)."""
-        gid, author = channel["guild_id"], msg["author"]["id"]
+        gid, author = channel.get("guild_id"), msg["author"]["id"]
+        if gid is None:  # a DM: no guild_id, no member
+            return copy.deepcopy(msg)
         event = copy.deepcopy(msg) | {"guild_id": gid}
         if author in self.guilds[gid]["members"]:
             event["member"] = self._member(gid, author)
@@ -619,7 +673,8 @@ class FakeDiscord:
         if len(content) > 2000:
             raise DiscordError(400, p.field_error("content", "BASE_TYPE_MAX_LENGTH",
                                                   "Must be 2000 or fewer in length."))
-        limit = p.filesize_limit(self.guilds[channel["guild_id"]]["premium_tier"])
+        guild = self.guilds.get(channel.get("guild_id") or "")
+        limit = p.filesize_limit(guild["premium_tier"] if guild else 0)
         if any(len(f[3]) > limit for f in files):  # per file, as Guild.filesize_limit says
             raise DiscordError(413, p.error(40005, "Request entity too large"))
         uploads = {f[0]: f for f in files}
@@ -657,7 +712,7 @@ class FakeDiscord:
         if ref and (target := self._by_id.get(str(ref.get("message_id")))):
             msg |= {"type": 19, "referenced_message": copy.deepcopy(target), "message_reference": {
                 "type": 0, "message_id": target["id"], "channel_id": target["channel_id"],
-                "guild_id": channel["guild_id"]}}
+                **({"guild_id": channel["guild_id"]} if "guild_id" in channel else {})}}
         elif ref and ref.get("fail_if_not_exists", True):
             raise DiscordError(400, p.field_error("message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE",
                                                   "Unknown message"))
@@ -682,9 +737,9 @@ class FakeDiscord:
         self.messages[msg["channel_id"]].remove(msg)
         del self._by_id[msg["id"]]
         if not msg["flags"] & p.EPHEMERAL:
-            gid = self._channel(msg["channel_id"])["guild_id"]
+            gid = self._channel(msg["channel_id"]).get("guild_id")
             await self._broadcast("MESSAGE_DELETE", {"id": msg["id"], "channel_id": msg["channel_id"],
-                                                     "guild_id": gid})
+                                                     **({"guild_id": gid} if gid else {})})
 
     async def _open_thread(self, thread: Json, starter: Json | None) -> tuple[int, Json]:
         if thread["parent_id"] in self._no_threads:
@@ -710,7 +765,7 @@ class FakeDiscord:
     async def _get_gateway(self, call: Call) -> Json:
         if not call.path.endswith("/bot"):
             return {"url": self.gateway_url}
-        return {"url": self.gateway_url, "shards": 1, "session_start_limit": {
+        return {"url": self.gateway_url, "shards": self.recommended_shards, "session_start_limit": {
             "total": 1000, "remaining": 1000 - len(self.identifies), "reset_after": 86_400_000,
             "max_concurrency": 1}}
 
