@@ -246,3 +246,21 @@ def test_a_local_folder_store_and_the_default(tmp_path: Path) -> None:
     folder = load_settings(THREADEDIT_DATA_DIR=str(tmp_path), THREADEDIT_BLOB_STORE=str(tmp_path / "imgs"))
     assert folder.blob_dir == tmp_path / "imgs" and not folder.blob_is_s3
 
+
+
+async def test_a_turn_on_a_machine_that_cannot_read_the_parent_image_fails_cleanly(s3: S3,
+                                                                                  tmp_path: Path) -> None:
+    async with open_app(settings_for(s3, tmp_path / "one"), engine=LocalEngine()) as app:
+        first = await app.service.submit_edit(KEY, "ana", "a red poster")
+        assert (await app.service.run_turn(first.id)).status == "ok"
+    other = settings_for(s3, tmp_path / "two", THREADEDIT_DATABASE_URL=app.settings.database_url)
+    async with open_app(other, engine=LocalEngine()) as app2:
+        await asyncio.to_thread(s3.stop)  # machine two has never seen v1, and now cannot fetch it
+        turn = await app2.service.submit_edit(first.session_id, "ana", "make it sepia")
+        result = await app2.service.run_turn(turn.id)
+        assert result.status == "failed" and result.message is not None
+        assert result.message.startswith(f"The image store at 127.0.0.1:{s3.port} (bucket {BUCKET}) is "
+                                         "unreachable, so the image could not be read"), result.message
+        await asyncio.to_thread(s3.start)
+        again = await app2.service.submit_retry(first.session_id, "ana")
+        assert (await app2.service.run_turn(again.id)).version == 2
