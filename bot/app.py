@@ -96,10 +96,10 @@ async def open_blob_store(settings: Settings) -> BlobStore:
     def secret(value: SecretStr | None) -> str | None:
         return value.get_secret_value() if value is not None else None
 
-    blobs = S3BlobStore(settings.blob_store, settings.blob_dir, endpoint=settings.aws_endpoint_url,
-                        region=settings.aws_region, access_key_id=secret(settings.aws_access_key_id),
-                        secret_access_key=secret(settings.aws_secret_access_key))
     try:
+        blobs = S3BlobStore(settings.blob_store, settings.blob_dir, endpoint=settings.aws_endpoint_url,
+                            region=settings.aws_region, access_key_id=secret(settings.aws_access_key_id),
+                            secret_access_key=secret(settings.aws_secret_access_key))
         await blobs.check()
     except BlobStoreError as exc:
         raise StoreUnavailable(exc.message) from None

@@ -17,11 +17,12 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from adapters.playground.thumbs import Thumbnails
-from bot.app import open_app
+from bot.app import open_app, open_blob_store
 from bot.config import ConfigError, load_settings
 from bot.domain import SessionKey
 from bot.local_engine import LocalEngine
 from bot.storage.blobs import BlobCorrupt
+from bot.storage.db import StoreUnavailable
 from bot.storage.s3 import S3BlobStore
 from tests.processes import free_port, run_to_end
 
@@ -133,7 +134,7 @@ def test_a_write_to_a_stopped_endpoint_is_one_sentence(s3: S3, tmp_path: Path) -
 def settings_for(s3: S3, data_dir: Path, **more: str) -> Any:
     env = {f"THREADEDIT_{k}": v for k, v in
            {"DATA_DIR": str(data_dir), "ENGINE": "local", "DAILY_BUDGET_USD": "0"}.items()}
-    return load_settings(**env, **s3.env(), **more)
+    return load_settings(**{**env, **s3.env(), **more})
 
 
 async def test_export_and_thumbnails_from_an_s3_store(s3: S3, tmp_path: Path) -> None:
@@ -264,3 +265,12 @@ async def test_a_turn_on_a_machine_that_cannot_read_the_parent_image_fails_clean
         await asyncio.to_thread(s3.start)
         again = await app2.service.submit_retry(first.session_id, "ana")
         assert (await app2.service.run_turn(again.id)).version == 2
+
+
+async def test_a_key_id_without_its_secret_is_one_sentence(s3: S3, tmp_path: Path) -> None:
+    settings = settings_for(s3, tmp_path, AWS_SECRET_ACCESS_KEY="")
+    with pytest.raises(StoreUnavailable) as caught:
+        await open_blob_store(settings)
+    assert str(caught.value) == (
+        f"The image store at 127.0.0.1:{s3.port} (bucket {BUCKET}) cannot be used as set "
+        "(Generic S3 error: Missing SecretAccessKey); check the AWS_* settings.")

@@ -63,7 +63,16 @@ class S3BlobStore(BlobStore):
                             ("secret_access_key", secret_access_key)):
             if value:
                 config[name] = value
-        self._store = S3Store(
+        try:
+            self._store = self._open(config, endpoint)
+        except BaseError as exc:  # settings it cannot use, such as a key id without its secret
+            fault = f"The image store at {self.where} cannot be used as set ({_first_line(exc)})"
+            raise BlobStoreUnavailable(f"{fault}; check the AWS_* settings.", fault) from None
+        # Keys this process knows are in the bucket (it wrote or read them): not written again.
+        self._durable: set[str] = set()
+
+    def _open(self, config: dict[str, str], endpoint: str | None) -> S3Store:
+        return S3Store(
             self.bucket, prefix=self.prefix or None, config=config,  # type: ignore[arg-type]
             # Plain http only when the endpoint says so (a local MinIO or moto, a private network).
             client_options={"allow_http": bool(endpoint and endpoint.startswith("http://")),
@@ -71,8 +80,6 @@ class S3BlobStore(BlobStore):
             retry_config={"max_retries": MAX_RETRIES, "retry_timeout": RETRY_TIMEOUT,
                           "backoff": {"init_backoff": timedelta(milliseconds=100),
                                       "max_backoff": timedelta(seconds=2), "base": 2}})
-        # Keys this process knows are in the bucket (it wrote or read them): not written again.
-        self._durable: set[str] = set()
 
     @staticmethod
     def object_name(key: str) -> str:
