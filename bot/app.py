@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
+from pydantic import SecretStr
+
 from bot.access import AccessPolicy
 from bot.chat.backend import ChatBackend
 from bot.chat.core import ChatCore
@@ -20,8 +22,8 @@ from bot.links import gallery_link
 from bot.reads import SessionReads
 from bot.service import EditService, SessionDefaults
 from bot.spending import SpendLimits
-from bot.storage.blobs import BlobStore
-from bot.storage.db import make_private_dir
+from bot.storage.blobs import BlobStore, BlobStoreError
+from bot.storage.db import StoreUnavailable, make_private_dir
 from bot.storage.repository import SessionStore
 
 if TYPE_CHECKING:
@@ -89,10 +91,30 @@ async def open_app(settings: Settings, engine: Engine | None = None) -> AsyncIte
         # sentence, not an OSError, if it cannot be made.
         make_private_dir(settings.data_dir)
         make_private_dir(settings.blob_dir)
-        app = _wire(settings, engine, store, BlobStore(settings.blob_dir))
+        app = _wire(settings, engine, store, await open_blob_store(settings))
         if app.service.files is not None:
             opened.push_async_callback(app.service.files.files.aclose)
         yield app
+
+
+async def open_blob_store(settings: Settings) -> BlobStore:
+    """The images' store (THREADEDIT_BLOB_STORE): a local folder, or an S3 bucket with the
+    local folder as its cache, checked at start so an unreachable one is one sentence, exit 2."""
+    if not settings.blob_is_s3:
+        return BlobStore(settings.blob_dir)
+    from bot.storage.s3 import S3BlobStore
+
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    try:
+        blobs = S3BlobStore(settings.blob_store, settings.blob_dir, endpoint=settings.aws_endpoint_url,
+                            region=settings.aws_region, access_key_id=secret(settings.aws_access_key_id),
+                            secret_access_key=secret(settings.aws_secret_access_key))
+        await blobs.check()
+    except BlobStoreError as exc:
+        raise StoreUnavailable(exc.message) from None
+    return blobs
 
 
 def _wire(settings: Settings, engine: Engine, store: SessionStore, blobs: BlobStore) -> App:

@@ -113,6 +113,16 @@ class Settings(BaseSettings):
     # (sqlite+aiosqlite:///<data dir>/threadedit.sqlite3); postgresql+psycopg://user:password@
     # host:5432/database shares one store between processes and machines. Never shown in errors.
     database_url: str = Field(default="", alias="THREADEDIT_DATABASE_URL")
+    # Where images are: blank means the data directory's blobs/ folder; a folder path; or
+    # s3://bucket/prefix on any S3-compatible service (bot/storage/s3.py), reached with the
+    # standard AWS_* variables below, with a local cache (THREADEDIT_BLOB_CACHE, default the data
+    # directory's blobs/) of every image this machine wrote or read.
+    blob_store: str = Field(default="", alias="THREADEDIT_BLOB_STORE")
+    blob_cache: Path | None = Field(default=None, alias="THREADEDIT_BLOB_CACHE")
+    aws_access_key_id: SecretStr | None = Field(default=None, alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(default=None, alias="AWS_SECRET_ACCESS_KEY")
+    aws_region: str | None = Field(default=None, alias="AWS_REGION")
+    aws_endpoint_url: str | None = Field(default=None, alias="AWS_ENDPOINT_URL")
 
     @field_validator("engine", "aspect_ratio", "gemini_api_key", mode="before")
     @classmethod
@@ -132,6 +142,33 @@ class Settings(BaseSettings):
         v = v.strip().rstrip("/")
         if not v.startswith(("https://", "http://")) or "?" in v or "#" in v:
             raise ValueError("must be the http(s) address people open, such as https://edit.example.com")
+        return v
+
+    @field_validator("blob_cache", "aws_access_key_id", "aws_secret_access_key", "aws_region",
+                     "aws_endpoint_url", mode="before")
+    @classmethod
+    def _blank_blob_setting_is_unset(cls, v: object) -> object:
+        return blank_as_none(v)
+
+    @field_validator("blob_store", mode="after")
+    @classmethod
+    def _check_blob_store(cls, v: str) -> str:
+        v = v.strip()
+        if "://" in v:
+            from bot.storage.s3 import parse_s3_url
+
+            parse_s3_url(v)  # ValueError: "must be a folder or s3://bucket/prefix"
+        return v
+
+    @field_validator("aws_endpoint_url", mode="after")
+    @classmethod
+    def _check_endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip().rstrip("/")
+        if not v.startswith(("https://", "http://")) or "?" in v or "#" in v:
+            raise ValueError("must be the S3 endpoint's address, such as https://s3.example.com or "
+                             "http://127.0.0.1:9000")
         return v
 
     @field_validator("data_dir", mode="before")
@@ -213,7 +250,14 @@ class Settings(BaseSettings):
 
     @property
     def blob_dir(self) -> Path:
-        return self.data_dir / "blobs"
+        """The local folder of images: the store itself, or the S3 store's cache."""
+        if self.blob_is_s3:
+            return self.blob_cache or self.data_dir / "blobs"
+        return Path(self.blob_store).expanduser() if self.blob_store else self.data_dir / "blobs"
+
+    @property
+    def blob_is_s3(self) -> bool:
+        return self.blob_store.startswith("s3://")
 
 
 # Settings whose value is never repeated in an error (a database URL may hold a password).

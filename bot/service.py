@@ -38,7 +38,7 @@ from bot.images import ImageLimits, check_image
 from bot.model_call import ModelCall
 from bot.results import Attachment, HistoryView, TurnResult, VersionInfo
 from bot.spending import SpendGuard, SpendLimits
-from bot.storage.blobs import BlobStore, pack_content
+from bot.storage.blobs import BlobStore, BlobStoreError, pack_content
 from bot.storage.repository import SessionStore
 from bot.storage.usage import UsageLedger
 
@@ -309,8 +309,13 @@ class EditService:
         if outcome.status == "image":
             assert outcome.content is not None and outcome.image is not None
             # Writing blobs fsyncs: off the event loop, so other sessions' turns go on meanwhile.
-            packed = await asyncio.to_thread(pack_content, outcome.content, self.blobs)
-            key = await asyncio.to_thread(self.blobs.put, outcome.image, outcome.mime or "image/jpeg")
+            try:
+                packed = await asyncio.to_thread(pack_content, outcome.content, self.blobs)
+                key = await asyncio.to_thread(self.blobs.put, outcome.image, outcome.mime or "image/jpeg")
+            except BlobStoreError as exc:  # the image could not be kept: no version, retryable
+                # (Its call stays charged, as settled above: the model was paid for it.)
+                await self.store.finish_turn(turn, TurnState.FAILED, reason=exc.code, message=exc.message)
+                return await self.result_of(turn_id)
             await self.store.finish_turn(turn, TurnState.DONE, model_content=packed,
                                          image_blob=key, image_mime=outcome.mime,
                                          text_reply=outcome.text, usage=outcome.usage,

@@ -10,6 +10,7 @@ them: kept in the row, every load of a session parsed megabytes per turn it ever
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -21,6 +22,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+from bot.domain import OperationRefused
+
 BLOB_PREFIX = "blob:"
 SIGNATURE_KEYS = ("thoughtSignature", "thought_signature")
 SIGNATURE_MIN_CHARS = 1024  # smaller ones cost less in the row than a file would
@@ -28,45 +31,100 @@ _EXT = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gi
         "image/heic": "heic", "image/heif": "heif"}
 
 
+class BlobStoreError(OperationRefused):
+    """The image store failed: the message is one sentence for the user, naming the store's
+    host (never a credential). An OperationRefused, so a chat adapter shows it as it shows any
+    refusal, and a turn ends FAILED with it, its history intact and retryable."""
+
+    def __init__(self, message: str, code: str = "blob_store_unavailable") -> None:
+        super().__init__(message, code)
+
+
+class BlobStoreUnavailable(BlobStoreError):
+    """The shared image store cannot be reached, or refuses this process's credentials.
+    `fault` is the sentence's first clause alone ("The image store at HOST is unreachable")."""
+
+    def __init__(self, message: str, fault: str) -> None:
+        super().__init__(message)
+        self.fault = fault
+
+
+class BlobCorrupt(BlobStoreError):
+    """Bytes read back from the shared image store do not hash to their key: refused."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "blob_corrupt")
+
+
+def blob_key(data: bytes, mime: str) -> str:
+    """The content address: sha256 and an extension naming the type."""
+    return f"{hashlib.sha256(data).hexdigest()}.{_EXT.get(mime, 'bin')}"
+
+
+def write_file(path: Path, data: bytes, *, durable: bool) -> None:
+    """Write `path` whole or not at all (a temporary file renamed over it); `durable` fsyncs the
+    file and its folder, for a store that is the only copy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 class BlobStore:
+    """Blobs in a local folder (`<root>/ab/<sha256>.<ext>`), the only copy: written durably.
+    bot/storage/s3.py's S3BlobStore keeps this interface with the bytes in S3 and this folder
+    as its cache."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def put(self, data: bytes, mime: str) -> str:
         """Store bytes once; return the key (sha256 and an extension naming the type)."""
-        key = f"{hashlib.sha256(data).hexdigest()}.{_EXT.get(mime, 'bin')}"
-        path = self.path(key)
-        if path.exists():
-            return key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        key = blob_key(data, mime)
+        path = self.local_file(key)
+        if not path.exists():
+            write_file(path, data, durable=True)
         return key
 
-    def path(self, key: str) -> Path:
+    def local_file(self, key: str) -> Path:
+        """Where the key's bytes are, or would be, in the local folder (no I/O)."""
         if "/" in key or key.startswith("."):
             raise ValueError(f"not a blob key: {key!r}")
         return self.root / key[:2] / key
+
+    def path(self, key: str) -> Path:
+        """A local file holding the key's bytes. (For S3 this may download them first: from async
+        code on a cold cache, prefer `await local_path(key)`.)"""
+        return self.local_file(key)
+
+    async def local_path(self, key: str) -> Path:
+        """`path(key)` off the event loop."""
+        return await asyncio.to_thread(self.path, key)
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
     def b64(self, key: str) -> str:
         return base64.b64encode(self.get(key)).decode("ascii")
+
+    async def check(self) -> None:
+        """Raise BlobStoreUnavailable when the store cannot be used; a local folder was made
+        when this object was."""
 
 
 def _canonical_bytes(data: str) -> bytes | None:
