@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -31,14 +30,22 @@ from bot.domain import (
     Turn,
     TurnKind,
     retry_source,
-    shown_instruction,
     undo_target,
+)
+from bot.edit_input import (  # noqa: F401  (MAX_*: callers read them here)
+    MAX_INSTRUCTION_CHARS,
+    MAX_REFERENCES,
+    SessionDefaults,
+    checked_instruction,
+    settings_after,
+    strip_controls,
 )
 from bot.engine import Engine
 from bot.gemini.contents import user_content
+from bot.history import history_view
 from bot.images import ImageLimits, ImageRejected, check_image
 from bot.model_call import ModelCall
-from bot.results import Attachment, HistoryView, TurnResult, VersionInfo
+from bot.results import Attachment, HistoryView, TurnResult
 from bot.spending import SpendGuard, SpendLimits
 from bot.storage.blobs import BlobStore, pack_content
 from bot.storage.repository import SessionStore
@@ -50,41 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-MAX_INSTRUCTION_CHARS = 4000
-MAX_REFERENCES = 10
-
-
-@dataclass(frozen=True)
-class SessionDefaults:
-    model: str = catalog.FLASH
-    aspect_ratio: str | None = None
-    image_size: str | None = "1K"
-
-
-def settings_after(
-    current: tuple[str, str | None, str | None],
-    model: str | None,
-    aspect: str | None,
-    size: str | None,
-) -> tuple[str, str | None, str | None]:
-    """(model, aspect, size) once the given changes apply, checked against the model's lists."""
-    try:
-        new_model = catalog.check_model(model) if model else current[0]
-        return (new_model, catalog.check_aspect(new_model, aspect or current[1]),
-                catalog.check_size(new_model, size or current[2]))
-    except catalog.SettingRejected as exc:
-        raise OperationRefused(str(exc), "bad_setting") from None
-
-
-# C0 controls and DEL, but not tab and newline: NUL, BEL and terminal escapes in an instruction
-# would be stored, sent to the model and echoed into threads and operators' terminals.
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def strip_controls(text: str) -> str:
-    return _CONTROLS.sub("", text)
-
 
 Refusable = T | OperationRefused  # what an op returns: its result, or a refusal it audited
 
@@ -248,7 +220,7 @@ class EditService:
                            attachments: Sequence[Attachment], model: str | None, aspect: str | None,
                            size: str | None, event: tuple[str, str] | None = None) -> Turn | None:
         try:
-            instruction = _checked_instruction(instruction, attachments)
+            instruction = checked_instruction(instruction, attachments)
             # Off the event loop, one after another: decoding a large image takes seconds and
             # hundreds of MB, and every other request of the process would wait for it.
             checked = await asyncio.to_thread(
@@ -432,26 +404,7 @@ class EditService:
         return await self.store.read(lambda uow: self._history_in(uow, session_id, notice))
 
     async def _history_in(self, uow: UnitOfWork, session_id: int, notice: str | None) -> HistoryView:
-        state = await uow.load_state(session_id)
-        s = state.session
-        head = state.head
-        return HistoryView(
-            session_id=s.id, head=head.version if head else None, model=s.model,
-            aspect_ratio=s.aspect_ratio, image_size=s.image_size, notice=notice,
-            versions=[self._version_info(state, t) for t in state.versions],
-        )
-
-    def _version_info(self, state: SessionState, t: Turn) -> VersionInfo:
-        assert t.version is not None and t.image_blob is not None
-        approvers = state.approvers_of(t.id)
-        return VersionInfo(
-            version=t.version, parent=state.parent_version(t),
-            instruction=shown_instruction(t, state.parent_version(t)),
-            author=t.author, kind=t.kind.value, approved=bool(approvers), approved_by=approvers,
-            image_path=self.blobs.path(t.image_blob), mime=t.image_mime or "image/jpeg",
-            model=t.model, aspect_ratio=t.aspect_ratio, image_size=t.image_size,
-            created_at=t.created_at, finished_at=t.finished_at, text=t.text_reply,
-        )
+        return history_view(await uow.load_state(session_id), self.blobs, notice)
 
     async def export(self, session_id: int, target: Path) -> Path:
         """A folder, or a zip file for a name ending in .zip (bot/export.py); the path written."""
@@ -460,20 +413,6 @@ class EditService:
         state = await self.store.load_state(session_id)
         audit = await self.store.audit_log(session_id)
         return await asyncio.to_thread(write_export, state, self.blobs, audit, target)
-
-
-def _checked_instruction(instruction: str, attachments: Sequence[Attachment]) -> str:
-    instruction = strip_controls(instruction).strip()
-    if not instruction and not attachments:
-        raise OperationRefused("Say what to make or change.", "empty_instruction")
-    if len(instruction) > MAX_INSTRUCTION_CHARS:
-        raise OperationRefused(
-            f"That instruction is {len(instruction)} characters; keep it under "
-            f"{MAX_INSTRUCTION_CHARS}.", "instruction_too_long")
-    if len(attachments) > MAX_REFERENCES:
-        raise OperationRefused(f"Attach at most {MAX_REFERENCES} reference images per turn.",
-                               "too_many_references")
-    return instruction
 
 
 def _approval_target(state: SessionState, version: int | None) -> Turn:
