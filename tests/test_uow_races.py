@@ -292,3 +292,21 @@ async def test_a_turn_over_the_budget_at_its_start_fails_without_a_reservation(
         assert gemini.requests == []
     finally:
         await engine.aclose()
+
+
+async def test_a_full_disk_is_said_in_the_thread(
+        service: EditService, core: ChatCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    put = BlobStore.put
+
+    def full_for_images(self: BlobStore, data: bytes, mime: str) -> str:
+        if mime.startswith("image/"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return put(self, data, mime)
+
+    monkeypatch.setattr(BlobStore, "put", full_for_images)
+    await core.on_message(IncomingMessage(key=KEY, message_id="m1", author="ana",
+                                          text="A red chair.", mentioned=True))
+    await core.pipeline.join()
+    said = "\n".join(core.backend.posted)  # type: ignore[attr-defined]
+    assert "The server's disk is full" in said, said
+    assert await service.store.unfinished_turns() == []
