@@ -47,6 +47,10 @@ class Deliveries:
         """True the first time a platform event is seen; False for every redelivery."""
         return await self._store.transact(lambda uow: uow.events.claim(platform, event_key))
 
+    async def event_seen(self, platform: str, event_key: str) -> bool:
+        """Whether an event was claimed already (a cheap look before fetching its files)."""
+        return await self._store.read(lambda uow: uow.events.seen(platform, event_key))
+
     async def release_event(self, platform: str, event_key: str) -> None:
         """Forget a claimed key, so the same key counts once more (a reaction added again)."""
         await self._store.transact(lambda uow: uow.events.release(platform, event_key))

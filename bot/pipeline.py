@@ -13,7 +13,7 @@ from collections import defaultdict, deque
 from datetime import UTC, datetime
 from typing import Protocol
 
-from bot.domain import Turn, TurnState
+from bot.domain import Turn
 from bot.results import TurnResult
 from bot.service import EditService
 
@@ -151,14 +151,11 @@ class TurnPipeline:
         to matter."""
         resumed = []
         now = datetime.now(UTC)
-        for turn in await self.service.store.unfinished_turns(platform):
+        for turn in await self.service.unfinished_turns(platform):
             age = (now - datetime.fromisoformat(turn.created_at)).total_seconds()
             if age > max_age_seconds:
-                stale = await self.service.store.finish_turn(
-                    turn, TurnState.FAILED, reason="interrupted",
-                    message="This instruction was interrupted by a restart and is too old to "
-                            "resume; nothing changed. Retry it if you still want it.")
-                await self.listener.turn_finished(await self.service.result_of(stale.id))
+                # Failed and its spend reservation refunded together: it never reached the model.
+                await self.listener.turn_finished(await self.service.fail_interrupted(turn.id))
                 continue
             self.submit(turn)
             resumed.append(turn.id)

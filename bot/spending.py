@@ -15,7 +15,8 @@ from typing import Any
 
 from bot import catalog
 from bot.domain import OperationRefused, Session, SessionKey, Turn
-from bot.storage.usage import UsageLedger, hour_ago
+from bot.storage.uow import UnitOfWork
+from bot.storage.usage import hour_ago, reserve_in, settle_in, spent_today, turns_since
 
 # USD per million input tokens (research §5). The sources disagree on 3.1 Flash ($0.25 or
 # $0.50): the higher is used, so the budget errs on the safe side. Lite's is from third parties
@@ -51,40 +52,51 @@ def _input_price(model: str) -> float:
 
 
 class SpendGuard:
-    def __init__(self, ledger: UsageLedger, limits: SpendLimits) -> None:
-        self.ledger = ledger
+    """The limits, checked and recorded inside the caller's transaction (a unit of work): a check
+    that reads (turns this hour, spend today) and the write it allows (the turn, the
+    reservation) commit together or not at all, and a named lock keeps two processes from both
+    passing the same check on PostgreSQL."""
+
+    def __init__(self, limits: SpendLimits) -> None:
         self.limits = limits
 
-    async def check_submit(self, key: SessionKey, author: str) -> None:
+    async def check_submit(self, uow: UnitOfWork, key: SessionKey, author: str) -> None:
         """Refuse a new turn from a user over the hourly limit, or in a workspace whose budget
-        for today is spent, before anything is queued."""
+        for today is spent, before anything is queued (the caller then queues it in `uow`)."""
         if not self.limits.priced:
             return  # the offline engine costs nothing
         limit = self.limits.user_turns_per_hour
         if limit is not None:
-            count, oldest = await self.ledger.turns_since(key, author, hour_ago())
+            await uow.lock(f"turns:{key.platform}:{key.workspace}:{author}")
+            count, oldest = await turns_since(uow, key, author, hour_ago())
             if count >= limit:
                 wait = _minutes_until_free(oldest)
                 raise OperationRefused(
                     f"You have asked for {count} turns in the last hour, the limit here; try again "
                     f"in {wait} minute{'s' if wait != 1 else ''}.", "rate_limited")
         budget = self.limits.workspace_daily_usd
-        if budget is not None and await self.ledger.spent_today(key) >= budget:
+        if budget is not None and await spent_today(uow, key) >= budget:
             raise OperationRefused(_budget_sentence(budget), "budget")
 
-    async def reserve(self, session: Session, turn: Turn, input_tokens: int) -> None:
+    async def reserve(self, uow: UnitOfWork, session: Session, turn: Turn, input_tokens: int) -> None:
+        """Reserve the call's estimated price in `uow`, or refuse when that would pass today's
+        budget."""
         if not self.limits.priced:
             return
         usd = estimate_usd(turn.model, turn.image_size, input_tokens)
-        if not await self.ledger.reserve(session, turn, usd, self.limits.workspace_daily_usd):
-            assert self.limits.workspace_daily_usd is not None
-            raise OperationRefused(_budget_sentence(self.limits.workspace_daily_usd), "budget")
+        budget = self.limits.workspace_daily_usd
+        if budget is not None:
+            await uow.lock(f"budget:{session.key.platform}:{session.key.workspace}")
+        if not await reserve_in(uow, session, turn, usd, budget):
+            assert budget is not None
+            raise OperationRefused(_budget_sentence(budget), "budget")
 
-    async def settle(self, turn: Turn, got_image: bool, usage: dict[str, Any] | None) -> None:
-        if not self.limits.priced:
-            return
-        await self.ledger.settle(turn.id, actual_usd(turn.model, turn.image_size, usage)
-                                 if got_image else None)
+    @staticmethod
+    async def settle(uow: UnitOfWork, turn: Turn, got_image: bool, usage: dict[str, Any] | None) -> None:
+        """Charge what the call cost when it made an image, else refund its reservation (if it
+        has one: the offline engine and a turn that never reached the call have none)."""
+        cost = actual_usd(turn.model, turn.image_size, usage) if got_image else None
+        await settle_in(uow, turn.id, cost)
 
 
 def _budget_sentence(budget: float) -> str:

@@ -24,6 +24,7 @@ from bot.local_engine import LocalEngine
 from bot.storage.blobs import BlobCorrupt
 from bot.storage.db import StoreUnavailable
 from bot.storage.s3 import S3BlobStore
+from bot.storage.usage import UsageLedger
 from tests.processes import free_port, run_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +192,7 @@ async def test_the_endpoint_down_during_a_turn_fails_it_cleanly_and_retryably(s3
         history = await app.service.history(first.session_id)
         assert [v.version for v in history.versions] == [1] and history.head == 1
         # The model was paid for the image that could not be kept: the budget counts it.
-        usage = {row["turn_id"]: row["state"] for row in await app.service.spend.ledger.rows()}
+        usage = {row["turn_id"]: row["state"] for row in await UsageLedger(app.store).rows()}
         assert usage == {first.id: "charged", turn.id: "charged"}
         # Back up: the same instruction, retried, makes v2.
         await asyncio.to_thread(s3.start)

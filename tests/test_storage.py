@@ -21,7 +21,7 @@ from bot.storage.blobs import (
     unpack_content,
 )
 from bot.storage.engine import sqlite_url
-from bot.storage.migrate import BASELINE, upgrade
+from bot.storage.migrate import HEAD, upgrade
 from bot.storage.repository import SessionStore
 
 
@@ -55,7 +55,7 @@ async def test_the_store_is_migrated_once_and_private(data_dir: Path) -> None:
         version, journal, keys = await store.read(lambda uow: _facts(uow.conn))
     finally:
         await store.close()
-    assert version == BASELINE and journal == "wal" and keys == 1
+    assert version == HEAD and journal == "wal" and keys == 1
     assert await upgrade(sqlite_url(data_dir / "db.sqlite3")) == []  # nothing left to do
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
 

@@ -18,7 +18,7 @@ from sqlalchemy import Column, Text
 
 from bot.storage import legacy_sqlite
 from bot.storage.engine import MigrationError, StoreUnavailable, make_engine, sqlite_url
-from bot.storage.migrate import BASELINE, migration_connection, upgrade
+from bot.storage.migrate import BASELINE, HEAD, migration_connection, upgrade
 from bot.storage.schema import include_name, metadata
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datadir-0007"
@@ -73,7 +73,7 @@ def old_data_dir(tmp_path: Path) -> Path:
 async def test_a_new_sqlite_store_is_created_private_and_matches_the_schema(tmp_path: Path) -> None:
     path = tmp_path / "data" / "threadedit.sqlite3"
     url = sqlite_url(path)
-    assert await upgrade(url) == [BASELINE]
+    assert await upgrade(url) == [BASELINE, HEAD]
     assert await upgrade(url) == []  # idempotent
     assert await schema_differences(url) == []
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -93,7 +93,7 @@ async def test_the_0007_data_directory_upgrades_in_place_with_every_row_kept(old
     before, files_before = dump(db_path), tree_digest(old_data_dir / "blobs")
     assert all(before[t] for t in metadata.tables), "the fixture should have rows in every table"
 
-    assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)"]
+    assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)", HEAD]
 
     assert dump(db_path) == before  # every row, every value, every storage class
     assert tree_digest(old_data_dir / "blobs") == files_before
@@ -150,7 +150,7 @@ async def test_an_older_data_directory_gets_its_missing_sql_migrations_first(tmp
     with sqlite3.connect(db_path) as db:
         db.execute("INSERT INTO app_state VALUES ('k', 'v', '2026-01-01T00:00:00.000+00:00')")
 
-    assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)"]
+    assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)", HEAD]
 
     assert await schema_differences(sqlite_url(db_path)) == []
     with sqlite3.connect(db_path) as db:
@@ -200,5 +200,5 @@ async def test_a_store_made_by_the_sql_migrations_becomes_a_new_store(tmp_path: 
     assert len(legacy_sqlite.apply_sql_migrations(made_by_sql)) == 7
     new = tmp_path / "new" / "threadedit.sqlite3"
     await upgrade(sqlite_url(new))
-    assert await upgrade(sqlite_url(made_by_sql)) == [f"{BASELINE} (stamped)"]
+    assert await upgrade(sqlite_url(made_by_sql)) == [f"{BASELINE} (stamped)", HEAD]
     assert sqlite_schema(made_by_sql) == sqlite_schema(new)

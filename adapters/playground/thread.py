@@ -180,11 +180,7 @@ async def control(request: web.Request) -> web.Response:
     if what is Control.UNDO:
         # As in chat: Undo on the head steps back; on an older version it goes back to that one.
         assert version is not None
-        state = await pg.reads.state(session.id)
-        on_head = state.head is not None and state.head.version == version
-        view = await (svc.undo(session.id, actor) if on_head
-                      else svc.revert(session.id, actor, version))
-        notice = view.notice
+        notice = (await svc.step_back(session.id, actor, version)).notice
     elif what is Control.RETRY:
         pg.pipeline.submit(await svc.submit_retry(session.id, actor, version))
     elif what is Control.UPSCALE:

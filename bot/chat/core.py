@@ -105,22 +105,34 @@ class ChatCore:
         if session is None and not msg.mentioned:
             return
         # A message is handled once, whichever way it arrives (a retry, a replay after a
-        # reconnect, or Slack's app_mention and message events for the same mention).
-        if not await self.deliveries.claim_event(self.platform, f"msg:{key.channel}:{msg.message_id}"):
-            return
-        if session is None and msg.needs_thread and not await self.backend.open_thread(msg):
+        # reconnect, or Slack's app_mention and message events for the same mention). An edit's
+        # event is claimed with its turn, after its files were fetched: a failure before that
+        # leaves it unclaimed, so the platform's retry of it works.
+        event = f"msg:{key.channel}:{msg.message_id}"
+        if await self.deliveries.event_seen(self.platform, event):
             return
         command = parse_thread_command(msg.text) if session else None
         if session and command:
-            await self._command(session, msg, command)
+            if await self.deliveries.claim_event(self.platform, event):
+                await self._command(session, msg, command)
+            return
+        if session is None and msg.needs_thread and not await self.backend.open_thread(msg):
+            await self.deliveries.claim_event(self.platform, event)
             return
         try:
-            attachments = [Attachment(await f.fetch(), f.name) for f in msg.files]
-            turn = await self.service.submit_edit(key, msg.author, msg.text, attachments)
+            try:
+                attachments = [Attachment(await f.fetch(), f.name) for f in msg.files]
+            except AttachmentError:
+                if not await self.deliveries.claim_event(self.platform, event):
+                    return  # another delivery of it was handled meanwhile
+                raise
+            turn = await self.service.submit_message(self.platform, event, key, msg.author, msg.text,
+                                                     attachments)
         except (AttachmentError, OperationRefused, ImageRejected) as exc:
             await self.backend.post_text(key, presenter.addressed(msg.author, exc.message))
             return
-        await self._submit(turn)
+        if turn is not None:
+            await self._submit(turn)
 
     async def _command(self, session: Session, msg: IncomingMessage, cmd: ThreadCommand) -> None:
         key = msg.key
@@ -254,10 +266,7 @@ class ChatCore:
         session_id, key, svc = session.id, session.key, self.service
         try:
             if control is Control.UNDO:
-                state = await self.reads.state(session_id)
-                head = state.head
-                view = (await svc.undo(session_id, actor) if head and head.version == version
-                        else await svc.revert(session_id, actor, version))
+                view = await svc.step_back(session_id, actor, version)
                 await self.backend.post_text(key, presenter.undo_line(view, actor))
             elif control is Control.RETRY:
                 await self._submit(await svc.submit_retry(session_id, actor, version))

@@ -29,6 +29,7 @@ from bot.storage.schema import metadata
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 BASELINE = "0008_baseline"
+HEAD = "0009_one_active_approval"  # the newest revision in migrations/versions
 # Two processes starting at once on one PostgreSQL store: the second waits for the first's
 # upgrade instead of both creating tables. Any fixed 64-bit number; this one spells "thrededt".
 _PG_LOCK_KEY = 0x7468726564656474

@@ -26,6 +26,11 @@ class InboundEvents(Repository):
             .returning(inbound_events.c.event_key))
         return done.first() is not None
 
+    async def seen(self, platform: str, event_key: str) -> bool:
+        found = await self.conn.execute(select(literal(1)).where(
+            inbound_events.c.platform == platform, inbound_events.c.event_key == event_key))
+        return found.first() is not None
+
     async def release(self, platform: str, event_key: str) -> None:
         await self.conn.execute(delete(inbound_events).where(
             inbound_events.c.platform == platform, inbound_events.c.event_key == event_key))

@@ -170,9 +170,15 @@ class Turns(Repository):
 
 
 class Approvals(Repository):
-    async def add(self, session_id: int, turn_id: int, by: str) -> None:
-        await self.conn.execute(approvals.insert().values(
-            session_id=session_id, turn_id=turn_id, approved_by=by, approved_at=utcnow()))
+    async def add(self, session_id: int, turn_id: int, by: str) -> bool:
+        """Record `by`'s approval of the turn; False when they already approve it. The unique
+        index approvals_one_active decides, so two approvals sent at once record one."""
+        done = await self.conn.execute(upsert_insert(self.conn, approvals).values(
+            session_id=session_id, turn_id=turn_id, approved_by=by, approved_at=utcnow(),
+        ).on_conflict_do_nothing(index_elements=["turn_id", "approved_by"],
+                                 index_where=approvals.c.withdrawn_at.is_(None))
+            .returning(approvals.c.id))
+        return done.first() is not None
 
     async def withdraw(self, turn_id: int, approved_by: str, by: str) -> int:
         done = await self.conn.execute(update(approvals).where(

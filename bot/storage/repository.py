@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.domain import Session, SessionKey, SessionState, Turn, TurnKind, TurnState
-from bot.storage.uow import Store, UnitOfWork
+from bot.storage.uow import Store
 
 
 class SessionStore(Store):
@@ -46,12 +46,7 @@ class SessionStore(Store):
         await self.transact(lambda uow: uow.sessions.set_head(session_id, turn_id))
 
     async def load_state(self, session_id: int) -> SessionState:
-        async def load(uow: UnitOfWork) -> SessionState:  # one consistent view of the three
-            session = await uow.sessions.get(session_id)
-            return SessionState(session, await uow.turns.of_session(session_id),
-                                await uow.approvals.of_session(session_id))
-
-        return await self.read(load)
+        return await self.read(lambda uow: uow.load_state(session_id))
 
     # Turns
 
@@ -112,8 +107,8 @@ class SessionStore(Store):
 
     # Approvals and audit
 
-    async def add_approval(self, session_id: int, turn_id: int, by: str) -> None:
-        await self.transact(lambda uow: uow.approvals.add(session_id, turn_id, by))
+    async def add_approval(self, session_id: int, turn_id: int, by: str) -> bool:
+        return await self.transact(lambda uow: uow.approvals.add(session_id, turn_id, by))
 
     async def withdraw_approval(self, turn_id: int, approved_by: str, by: str) -> int:
         return await self.transact(lambda uow: uow.approvals.withdraw(turn_id, approved_by, by))

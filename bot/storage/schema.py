@@ -130,6 +130,10 @@ approvals = Table(
     PrimaryKeyConstraint("id"),
 )
 Index("approvals_by_turn", approvals.c.turn_id)
+# 0009: one active (not withdrawn) approval per version and person, so two approvals sent at
+# once record one (Approvals.add inserts ON CONFLICT DO NOTHING against this index).
+Index("approvals_one_active", approvals.c.turn_id, approvals.c.approved_by, unique=True,
+      sqlite_where=text("withdrawn_at IS NULL"), postgresql_where=text("withdrawn_at IS NULL"))
 
 audit_log = Table(
     "audit_log", metadata,

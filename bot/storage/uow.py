@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
 import logging
 import random
 import sqlite3
@@ -20,10 +21,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy import func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from bot.domain import SessionState
 from bot.storage import migrate
 from bot.storage.engine import MigrationError, StoreUnavailable, make_engine, sqlite_url, store_error
 from bot.storage.records import AppState, InboundEvents, Posts, UploadedFileRows, Usage
@@ -57,6 +60,24 @@ class UnitOfWork:
         self.app_state = AppState(conn)
         self.usage = Usage(conn)
         self.uploads = UploadedFileRows(conn)
+
+    async def load_state(self, session_id: int, *, for_update: bool = False) -> SessionState:
+        """The session, its turns and approvals, as this transaction sees them; `for_update`
+        locks the session's row first (PostgreSQL), so operations on one session that read
+        its head and then move it run one after another."""
+        session = await self.sessions.get(session_id, for_update=for_update)
+        return SessionState(session, await self.turns.of_session(session_id),
+                            await self.approvals.of_session(session_id))
+
+    async def lock(self, name: str) -> None:
+        """Hold a named lock until this transaction ends, for a check that reads rows and then
+        inserts one (a user's turns this hour, a workspace's spend today): two processes doing
+        that at once would both pass. PostgreSQL: an advisory transaction lock on the name's
+        hash. SQLite needs none: BEGIN IMMEDIATE already made the transaction the only writer."""
+        if self.conn.dialect.name != "postgresql":
+            return
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        await self.conn.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 Op = Callable[[UnitOfWork], Awaitable[T]]

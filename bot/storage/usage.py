@@ -40,14 +40,33 @@ async def reserve_in(uow: UnitOfWork, session: Session, turn: Turn, usd: float,
     return True
 
 
+async def turns_since(uow: UnitOfWork, key: SessionKey, author: str,
+                      since: datetime) -> tuple[int, str | None]:
+    """How many turns `author` asked for in this workspace since `since`, and the oldest's time."""
+    return await uow.turns.count_by_author_since(key.platform, key.workspace, author,
+                                                 since.isoformat(timespec="milliseconds"))
+
+
+async def spent_today(uow: UnitOfWork, key: SessionKey) -> float:
+    return await uow.usage.spent_on(key.platform, key.workspace, _today())
+
+
+async def settle_in(uow: UnitOfWork, turn_id: int, cost_usd: float | None) -> None:
+    """Charge the actual cost, or refund (None) when the call made no image; only a reservation
+    still open changes."""
+    state = "refunded" if cost_usd is None else "charged"
+    await uow.usage.settle(turn_id, state, cost_usd or 0.0)
+
+
 class UsageLedger:
+    """The same questions, each its own transaction: for reports and tests."""
+
     def __init__(self, store: SessionStore) -> None:
         self.store = store
 
     async def turns_since(self, key: SessionKey, author: str, since: datetime) -> tuple[int, str | None]:
         """How many turns `author` asked for in this workspace since `since`, and the oldest's time."""
-        return await self.store.read(lambda uow: uow.turns.count_by_author_since(
-            key.platform, key.workspace, author, since.isoformat(timespec="milliseconds")))
+        return await self.store.read(lambda uow: turns_since(uow, key, author, since))
 
     async def reserve(self, session: Session, turn: Turn, usd: float,
                       budget: float | None) -> bool:
@@ -56,12 +75,11 @@ class UsageLedger:
         return await self.store.transact(lambda uow: reserve_in(uow, session, turn, usd, budget))
 
     async def spent_today(self, key: SessionKey) -> float:
-        return await self.store.read(lambda uow: uow.usage.spent_on(key.platform, key.workspace, _today()))
+        return await self.store.read(lambda uow: spent_today(uow, key))
 
     async def settle(self, turn_id: int, cost_usd: float | None) -> None:
         """Charge the actual cost, or refund (None) when the call made no image."""
-        state = "refunded" if cost_usd is None else "charged"
-        await self.store.transact(lambda uow: uow.usage.settle(turn_id, state, cost_usd or 0.0))
+        await self.store.transact(lambda uow: settle_in(uow, turn_id, cost_usd))
 
     async def report(self, since_day: str) -> dict[str, list[dict[str, Any]]]:
         """Spend since a UTC date by workspace, by user and by session (charged and still reserved)."""
