@@ -7,8 +7,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,11 +77,5 @@ def reach_ins(paths: list[Path]) -> dict[str, list[int]]:
 
 def test_only_the_service_layer_reaches_the_store() -> None:
     modules = [p for p in (*sorted((ROOT / "bot").rglob("*.py")), *sorted((ROOT / "adapters").rglob("*.py")))
-               if not str(p.relative_to(ROOT)).startswith(STORE_HOLDERS) and p.name != "pipeline.py"]
+               if not str(p.relative_to(ROOT)).startswith(STORE_HOLDERS)]
     assert reach_ins(modules) == {}
-
-
-@pytest.mark.xfail(strict=True, reason="bot/pipeline.py's resume reaches service.store until the turn "
-                   "runner's change (issue 13, in parallel) lands; then drop this mark")
-def test_the_pipeline_reaches_the_store_only_through_the_service() -> None:
-    assert reach_ins([ROOT / "bot" / "pipeline.py"]) == {}

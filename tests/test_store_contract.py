@@ -169,7 +169,7 @@ async def turns_scenario(r: Runner) -> Any:
 async def approvals_and_audit_scenario(r: Runner) -> Any:
     s, (t1, _) = await r.tx(_session_with_turns)
     await r.tx(lambda u: u.approvals.add(s.id, t1.id, "dana"))
-    twice = await r.refused(lambda u: u.approvals.add(s.id, t1.id, "dana"))  # whatever the schema says
+    twice = await r.tx(lambda u: u.approvals.add(s.id, t1.id, "dana"))  # False: already approving
     await r.tx(lambda u: u.approvals.add(s.id, t1.id, "eve"))
     withdrawn = [await r.tx(lambda u: u.approvals.withdraw(t1.id, "dana", "boss")),
                  await r.tx(lambda u: u.approvals.withdraw(t1.id, "dana", "boss"))]
@@ -190,6 +190,8 @@ async def events_posts_state_scenario(r: Runner) -> Any:
     await r.tx(lambda u: u.events.release("slack", "e1"))
     await r.tx(lambda u: u.events.release("slack", "never"))
     claims.append(await r.tx(lambda u: u.events.claim("slack", "e1")))
+    claims += [await r.read(lambda u: u.events.seen("slack", "e1")),
+               await r.read(lambda u: u.events.seen("slack", "e2"))]
     await r.tx(lambda u: u.posts.record("slack", "C1", "m1", s.id, t1.id, "progress"))
     await r.tx(lambda u: u.posts.record("slack", "C1", "m1", s.id, t1.id, "version"))  # same message
     await r.tx(lambda u: u.posts.record("slack", "C1", "m2", s.id, t1.id, "version"))

@@ -34,7 +34,7 @@ from bot.storage import uow as uow_module
 from bot.storage.db import utcnow
 from bot.storage.repository import SessionStore
 from bot.storage.rows import Row, approval_from, session_from, to_json, turn_from
-from bot.storage.uow import Op
+from bot.storage.uow import Op, UnitOfWork
 from tests.fakes.memory_tables import MemoryDatabase, RowDict
 
 T = TypeVar("T")
@@ -185,9 +185,15 @@ class MemoryTurns(MemoryRepository):
 
 
 class MemoryApprovals(MemoryRepository):
-    async def add(self, session_id: int, turn_id: int, by: str) -> None:
+    async def add(self, session_id: int, turn_id: int, by: str) -> bool:
+        # ON CONFLICT DO NOTHING on the partial unique index of active approvals (turn, person).
+        active = self.db["approvals"].first(lambda r: r["turn_id"] == turn_id and r["approved_by"] == by
+                                            and r["withdrawn_at"] is None)
+        if active is not None:
+            return False
         self.db["approvals"].insert(self.db, session_id=session_id, turn_id=turn_id, approved_by=by,
                                     approved_at=utcnow())
+        return True
 
     async def withdraw(self, turn_id: int, approved_by: str, by: str) -> int:
         return self.db["approvals"].update(
@@ -219,6 +225,10 @@ class MemoryInboundEvents(MemoryRepository):
         return self.db["inbound_events"].insert_or_ignore(
             self.db, ("platform", "event_key"), platform=platform, event_key=event_key,
             received_at=utcnow())
+
+    async def seen(self, platform: str, event_key: str) -> bool:
+        return self.db["inbound_events"].first(
+            lambda r: (r["platform"], r["event_key"]) == (platform, event_key)) is not None
 
     async def release(self, platform: str, event_key: str) -> None:
         self.db["inbound_events"].delete(lambda r: (r["platform"], r["event_key"]) == (platform, event_key))
@@ -297,10 +307,11 @@ class MemoryUploadedFileRows(MemoryRepository):
         return self.db["uploaded_files"].delete(lambda r: r["uri"] in wanted)
 
 
-class MemoryUnitOfWork:
-    """The in-memory counterpart of bot.storage.uow.UnitOfWork: the same repositories by name."""
+class MemoryUnitOfWork(UnitOfWork):
+    """The in-memory counterpart of bot.storage.uow.UnitOfWork: the same repositories by name, and
+    its own methods (load_state, ...) inherited, so they cannot drift from the real ones."""
 
-    def __init__(self, db: MemoryDatabase) -> None:
+    def __init__(self, db: MemoryDatabase) -> None:  # no super().__init__: there is no connection
         self.conn = NoConnection()
         self.db = db
         self.sessions = MemorySessions(db)
@@ -312,6 +323,9 @@ class MemoryUnitOfWork:
         self.app_state = MemoryAppState(db)
         self.usage = MemoryUsage(db)
         self.uploads = MemoryUploadedFileRows(db)
+
+    async def lock(self, name: str) -> None:
+        return None  # transact already runs one operation at a time, like SQLite's write lock
 
 
 class MemoryStore(SessionStore):
