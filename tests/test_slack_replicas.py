@@ -119,6 +119,17 @@ async def _turns_per_thread(url: str) -> dict[str, int]:
     return {thread: count for thread, count in rows}
 
 
+async def _one_turn_each(slack: FakeSlack, gemini: FakeGemini, url: str, mentions: list[Mention]) -> None:
+    """Each mention made one turn: one progress line (now saying it is ready) and one version in
+    its thread, one model call, one turn recorded."""
+    for mention in mentions:
+        posts, versions = _bot_posts(slack, mention.thread), _versions(slack, mention.thread)
+        assert len(versions) == 1, posts
+        assert [m["text"] for m in posts if m not in versions] == ["v1 is ready."], posts
+    assert len(gemini.requests) == len(mentions)
+    assert await _turns_per_thread(url) == {m.thread: 1 for m in mentions}
+
+
 async def _start_replicas(tmp_path: Path, env: dict[str, str], count: int = 2) -> list[Replica]:
     """Start `count` HTTP replicas at once, each on its own port, and wait for each one's
     "started" line."""
@@ -170,13 +181,8 @@ async def _each_mention_on_both_replicas(
     finally:
         await _stop_all(replicas)
     # Both processes have stopped: nothing more can be posted or recorded.
-    for mention in mentions:
-        posts = _bot_posts(slack, mention.thread)
-        assert len(_versions(slack, mention.thread)) == 1, posts
-        assert [m["text"] for m in posts if m not in _versions(slack, mention.thread)] == ["v1 is ready."]
-    assert len(gemini.requests) == THREADS  # one model call per mention, across both replicas
     url = database_url or sqlite_url(tmp_path / "data" / "threadedit.sqlite3")
-    assert await _turns_per_thread(url) == {m.thread: 1 for m in mentions}
+    await _one_turn_each(slack, gemini, url, mentions)
 
 
 async def test_replicas_on_one_postgresql_store_make_one_turn_of_a_mention_delivered_to_both(
@@ -187,3 +193,46 @@ async def test_replicas_on_one_postgresql_store_make_one_turn_of_a_mention_deliv
 async def test_replicas_on_one_sqlite_data_directory_make_one_turn_of_a_mention_delivered_to_both(
         tmp_path: Path, slack: FakeSlack, gemini: FakeGemini):
     await _each_mention_on_both_replicas(tmp_path, slack, gemini, None)
+
+
+# Socket Mode: each process holds one of the app's connections (Slack allows up to 10), and Slack
+# sends an envelope to any one of them, again on another when the ack did not come in time.
+
+async def _start_socket_processes(tmp_path: Path, slack: FakeSlack, gemini: FakeGemini,
+                                  database_url: str, count: int = 2) -> list[asyncio.subprocess.Process]:
+    env = _env(tmp_path, SLACK_BOT_TOKEN=TOKEN, SLACK_APP_TOKEN=slack.app_token,
+               SLACK_API_URL=slack.api_url, GEMINI_API_KEY=API_KEY, GEMINI_BASE_URL=gemini.base_url)
+    env[DATABASE_URL_ENV] = database_url
+    started = await asyncio.gather(*(start_run(tmp_path, env) for _ in range(count)))
+    for _, line in started:
+        assert line.startswith("threadedit: started Slack (Socket Mode)"), line
+    # Each process has opened its own connection (apps.connections.open, then the socket).
+    await eventually(lambda: len(slack.sockets) == count)
+    assert len([c for c in slack.calls if c.method == "apps.connections.open"]) == count
+    return [proc for proc, _ in started]
+
+
+async def test_socket_mode_processes_on_one_store_make_one_turn_of_an_envelope_sent_on_both_connections(
+        tmp_path: Path, slack: FakeSlack, gemini: FakeGemini, pg_url: str):
+    procs = await _start_socket_processes(tmp_path, slack, gemini, pg_url)
+    mentions = _mentions(slack)
+    try:
+        sent = []
+        for n, mention in enumerate(mentions):
+            event_id = f"EvMENTION{n:04d}"
+            # The first try on one connection; Slack's redelivery (same event) on the other, as
+            # when the first ack was late; and the mention's `message` twin there too.
+            sent += await asyncio.gather(
+                slack.socket_send(_envelope(mention.event(), event_id), on=0),
+                slack.socket_send(_envelope(mention.event(), event_id), on=1,
+                                  retry_attempt=1, retry_reason="timeout"),
+                slack.socket_send(_envelope(mention.event("message"), f"EvTWIN{n:04d}"), on=1))
+        # Both processes acknowledge what they were sent, the duplicates included.
+        await eventually(lambda: all(envelope in slack.socket_acks for envelope in sent))
+        await eventually(lambda: all(_done(slack, m.thread) for m in mentions), within=60)
+    finally:
+        stopped = await asyncio.gather(*(stop(proc) for proc in procs))
+    for code, output in stopped:
+        assert code == 0 and "Traceback" not in output, output
+        assert TOKEN not in output and slack.app_token not in output
+    await _one_turn_each(slack, gemini, pg_url, mentions)
