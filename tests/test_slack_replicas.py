@@ -102,6 +102,10 @@ def _versions(slack: FakeSlack, thread: str) -> list[dict]:
             if any(b.get("type") == "image" for b in m.get("blocks") or [])]
 
 
+def _approvals(slack: FakeSlack, thread: str) -> list[dict]:
+    return [m for m in _bot_posts(slack, thread) if "v1 approved by <@UANA>" in (m.get("text") or "")]
+
+
 def _done(slack: FakeSlack, thread: str) -> bool:
     """The thread's turn has run to its end: a version is posted and a progress line says one is
     ready (whichever number: a turn run twice may end as "v2 is ready.", which the checks refuse)."""
@@ -131,7 +135,8 @@ async def _one_turn_each(slack: FakeSlack, gemini: FakeGemini, url: str, mention
     for mention in mentions:
         posts, versions = _bot_posts(slack, mention.thread), _versions(slack, mention.thread)
         assert len(versions) == 1, posts
-        assert [m["text"] for m in posts if m not in versions] == ["v1 is ready."], posts
+        lines = [m["text"] for m in posts if m not in versions and m not in _approvals(slack, mention.thread)]
+        assert lines == ["v1 is ready."], posts
     assert len(gemini.requests) == len(mentions)
     assert await _versions_recorded(url) == {m.thread: [1] for m in mentions}
 
@@ -158,7 +163,7 @@ async def _stop_all(replicas: list[Replica]) -> None:
 def _http_env(tmp_path: Path, slack: FakeSlack, gemini: FakeGemini,
               database_url: str | None) -> dict[str, str]:
     env = _env(tmp_path, SLACK_BOT_TOKEN=TOKEN, SLACK_SIGNING_SECRET=SECRET, SLACK_API_URL=slack.api_url,
-               GEMINI_API_KEY=API_KEY, GEMINI_BASE_URL=gemini.base_url)
+               SLACK_APPROVERS="UANA", GEMINI_API_KEY=API_KEY, GEMINI_BASE_URL=gemini.base_url)
     env.pop(DATABASE_URL_ENV, None)  # SQLite: the shared data directory's file
     if database_url is not None:
         env[DATABASE_URL_ENV] = database_url
@@ -184,8 +189,21 @@ async def _each_mention_on_both_replicas(
         assert all(status == 200 for status, _ in answers), answers
         assert max(seconds for _, seconds in answers) < SLACK_ACK_SECONDS, answers
         await eventually(lambda: all(_done(slack, m.thread) for m in mentions), within=60)
+        # A reaction on a version, tried on A and retried on B: one approval, whichever replica
+        # posted the version (the post is found through the store).
+        first = mentions[0]
+        [version] = _versions(slack, first.thread)
+        reaction = _envelope({"type": "reaction_added", "user": "UANA", "reaction": "white_check_mark",
+                              "item_user": "UBOT", "event_ts": f"{time.time():.6f}",
+                              "item": {"type": "message", "channel": CHANNEL, "ts": version["ts"]}},
+                             "EvREACTION")
+        async with httpx.AsyncClient(timeout=30) as http:
+            answers = await asyncio.gather(_deliver(http, a, reaction), _deliver(http, b, reaction, retry=1))
+        assert [status for status, _ in answers] == [200, 200]
+        await eventually(lambda: _approvals(slack, first.thread))
     finally:
         await _stop_all(replicas)
+    assert len(_approvals(slack, first.thread)) == 1
     # Both processes have stopped: nothing more can be posted or recorded.
     url = database_url or sqlite_url(tmp_path / "data" / "threadedit.sqlite3")
     await _one_turn_each(slack, gemini, url, mentions)
