@@ -16,10 +16,11 @@ objects still have empty `shares` (Slack shares asynchronously); the posted mess
 show the share.
 
 Socket Mode: `apps.connections.open` (app token only) hands out `ws://.../link` (or `socket_url`
-when set, e.g. a closed port); the socket says `hello`, `socket_send` pushes an envelope and
-`socket_acks` records each envelope's ack. `refused_tokens` maps a token to the error every
-method gives it (`token_revoked`, `account_inactive`, ...). `add_connect_file` makes a Slack
-Connect file: events carry a stub, files.info the object (`file_info_errors` makes it fail).
+when set, e.g. a closed port); the socket says `hello`, `socket_send` pushes an envelope (to every
+open socket, or to one of them: several processes may each hold one) and `socket_acks` records
+each envelope's ack. `refused_tokens` maps a token to the error every method gives it
+(`token_revoked`, `account_inactive`, ...). `add_connect_file` makes a Slack Connect file: events
+carry a stub, files.info the object (`file_info_errors` makes it fail).
 """
 
 from __future__ import annotations
@@ -505,13 +506,16 @@ class FakeSlack:
     async def wait_socket(self) -> None:
         await self._socket_open.wait()
 
-    async def socket_send(self, payload: Json, envelope_type: str = "events_api") -> str:
-        """Push one envelope to every open socket; return its envelope id."""
+    async def socket_send(self, payload: Json, envelope_type: str = "events_api", *,
+                          on: int | None = None, retry_attempt: int = 0, retry_reason: str = "") -> str:
+        """Push one envelope to every open socket, or only to the `on`-th one opened (Slack sends
+        each envelope to one of an app's connections, and an unacknowledged one again, maybe on
+        another, with `retry_attempt` counting up); return its envelope id."""
         envelope_id = secrets.token_hex(8)
         envelope = {"envelope_id": envelope_id, "type": envelope_type, "payload": payload,
                     "accepts_response_payload": envelope_type != "events_api",
-                    "retry_attempt": 0, "retry_reason": ""}
-        for ws in self.sockets:
+                    "retry_attempt": retry_attempt, "retry_reason": retry_reason}
+        for ws in self.sockets if on is None else [self.sockets[on]]:
             await ws.send_json(envelope)
         return envelope_id
 
