@@ -25,18 +25,25 @@ class ConfigError(Exception):
 _LIST_FORMS = 'must be ids separated by commas or spaces, or a JSON list such as ["C1", "C2"]'
 
 
+def listed(v: object, forms: str) -> object:
+    """The items of a list setting as people write it: one item, `a,b`, `a, b`, `a b`, or a JSON
+    list, in the order written (a JSON list's items as JSON gave them). Anything not text is
+    returned as it is; text that starts a JSON list but is not one raises ValueError(forms)."""
+    if not isinstance(v, str):
+        return v
+    text = v.strip()
+    if not text.startswith("["):
+        return [x for x in re.split(r"[,\s]+", text) if x]
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ValueError(forms) from None
+
+
 def comma_list(v: object) -> object:
-    """A setting that lists ids, as people write them: one id, `a,b`, `a, b`, `a b`, or a JSON
-    list. An empty value is an empty list (the setting is off)."""
-    if isinstance(v, str):
-        text = v.strip()
-        if text.startswith("["):
-            try:
-                v = json.loads(text)
-            except ValueError:
-                raise ValueError(_LIST_FORMS) from None
-        else:
-            return frozenset(x for x in re.split(r"[,\s]+", text) if x)
+    """A setting that lists ids, as people write them (see `listed`). An empty value is an empty
+    list (the setting is off)."""
+    v = listed(v, _LIST_FORMS)
     if isinstance(v, list | tuple | set | frozenset):
         # JSON numbers too: a Discord id pasted unquoted is still that id.
         if not all(isinstance(x, str | int) and not isinstance(x, bool) for x in v):

@@ -111,6 +111,7 @@ def test_shard_settings_accept_every_list_form(count: str, ids: str, want: tuple
     ("", "0", "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT too"),
     ("2", "-1", "DISCORD_SHARD_IDS must be shard numbers separated by commas or spaces"),
     ("2", "[0, true]", "DISCORD_SHARD_IDS must be shard numbers separated by commas or spaces"),
+    ("2", "0, \u00b9", "DISCORD_SHARD_IDS must be shard numbers separated by commas or spaces"),
     ("2", "[0", "DISCORD_SHARD_IDS must be shard numbers separated by commas or spaces"),
     ("0", "", "DISCORD_SHARD_COUNT must be greater than or equal to 1"),
     ("two", "", "DISCORD_SHARD_COUNT must be a whole number"),

@@ -2,36 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Annotated
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.config import IdList, blank_as_none
+from bot.config import IdList, blank_as_none, listed
+from bot.ids import is_number
 
 DISCORD_API = "https://discord.com/api/v10"
 _SHARD_FORMS = "must be shard numbers separated by commas or spaces, or a JSON list such as [0, 1]"
 
 
 def shard_list(v: object) -> object:
-    """Shard ids as people write them (one id, `0,1`, `0, 1`, `0 1`, or a JSON list), in order and
-    with any repeat kept, so that a repeat can be refused rather than silently merged."""
-    if isinstance(v, str):
-        text = v.strip()
-        if text.startswith("["):
-            try:
-                v = json.loads(text)
-            except ValueError:
-                raise ValueError(_SHARD_FORMS) from None
-        else:
-            v = [x for x in re.split(r"[,\s]+", text) if x]
+    """Shard ids as people write them (bot.config.listed), in order and with any repeat kept, so
+    that a repeat can be refused rather than silently merged."""
+    v = listed(v, _SHARD_FORMS)
     if not isinstance(v, list | tuple):
         raise ValueError(_SHARD_FORMS)
     ids = []
     for x in v:
-        if isinstance(x, bool) or not isinstance(x, int | str) or not str(x).strip().isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+        if isinstance(x, bool) or not isinstance(x, int | str) or not is_number(str(x).strip()):
             raise ValueError(_SHARD_FORMS)
         ids.append(int(x))
     return tuple(ids)
