@@ -262,17 +262,20 @@ async def test_discord_clicks_and_reactions_outside_the_allowed_channels_are_ref
         [v1] = await first.wait_versions(thread, 1)
         await first.stop()
         h = await DiscordHarness(fake, gemini, data_dir, allowed="2999").start()
-        key = SessionKey("discord", GUILD, CHANNEL, thread)
-        before, requests = await snapshot(h.store, key), len(gemini.requests)
-        click = await fake.click_button(v1, custom_id(v1, "Approve"), ALICE)
-        react = await fake.add_reaction(thread, v1["id"], ALICE, "\U0001f501")
-        await h.settle(click, react)
-        assert len(gemini.requests) == requests
-        [said] = [r["message"] for r in fake.responses_to(click) if r["kind"] == "followup"]
-        assert said["flags"] & 64 and said["content"] == discord_markdown(presenter.CHANNEL_NOT_ALLOWED)
-        # A reaction has no private answer on Discord: a short-lived note in the thread.
-        assert h.texts(thread)[-1] == f"<@{ALICE}> {discord_markdown(presenter.CHANNEL_NOT_ALLOWED)}"
-        assert (await snapshot(h.store, key))[:4] == before[:4]
-        assert (await _audit(h.store, key))[-2:] == [(ALICE, "approve", "refused"),
-                                                      (ALICE, "retry", "refused")]
-        await h.stop()
+        try:
+            key = SessionKey("discord", GUILD, CHANNEL, thread)
+            before, requests = await snapshot(h.store, key), len(gemini.requests)
+            click = await fake.click_button(v1, custom_id(v1, "Approve"), ALICE)
+            react = await fake.add_reaction(thread, v1["id"], ALICE, "\U0001f501")
+            await h.settle(click, react)
+            assert len(gemini.requests) == requests
+            [said] = [r["message"] for r in fake.responses_to(click) if r["kind"] == "followup"]
+            assert said["flags"] & 64 and said["content"] == discord_markdown(presenter.CHANNEL_NOT_ALLOWED)
+            # A reaction has no private answer on Discord: a short-lived note in the thread.
+            assert h.texts(thread)[-1] == f"<@{ALICE}> {discord_markdown(presenter.CHANNEL_NOT_ALLOWED)}"
+            assert (await snapshot(h.store, key))[:4] == before[:4]
+            # The click and the reaction are handled side by side: audited in either order.
+            assert sorted((await _audit(h.store, key))[-2:]) == [(ALICE, "approve", "refused"),
+                                                                  (ALICE, "retry", "refused")]
+        finally:
+            await h.stop()
