@@ -9,7 +9,6 @@ changing one) fails here until the fake, and a scenario for it, follow.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,6 +27,7 @@ from bot.storage.schema import turns
 from bot.storage.uow import Store, UnitOfWork
 from tests.fakes.memory_store import MemoryStore, MemoryUnitOfWork
 from tests.fakes.memory_tables import MemoryDatabase
+from tests.test_store_uow import without_stamps
 
 A = SessionKey("slack", "T1", "C1", "1700000000.000100")
 B = SessionKey("discord", "G1", "C2", "thread-2")
@@ -267,16 +267,6 @@ SCENARIOS = [sessions_scenario, turns_scenario, approvals_and_audit_scenario,
              events_posts_state_scenario, usage_and_uploads_scenario, rollback_scenario]
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if k not in _STAMPS}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 @pytest.fixture(scope="module")
 def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One SQLite file migrated once; each scenario gets a copy."""
@@ -303,8 +293,8 @@ async def sqlite_store(migrated: Path, tmp_path: Path) -> AsyncIterator[SessionS
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 async def test_each_scenario_answers_the_same_on_sqlite_and_in_memory(scenario: Any,
                                                                       sqlite_store: SessionStore) -> None:
-    on_sqlite = _plain(await scenario(Runner(sqlite_store)))
-    in_memory = _plain(await scenario(Runner(MemoryStore())))
+    on_sqlite = without_stamps(await scenario(Runner(sqlite_store)), _STAMPS)
+    in_memory = without_stamps(await scenario(Runner(MemoryStore())), _STAMPS)
     assert in_memory == on_sqlite
 
 

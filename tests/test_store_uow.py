@@ -39,14 +39,15 @@ async def _edit(store: SessionStore, session_id: int, text: str, author: str = "
                                 aspect=None, size="1K")
 
 
-def _plain(value: Any) -> Any:
-    """A value with its timestamps dropped (they differ between runs), for comparing engines."""
+def without_stamps(value: Any, stamps: frozenset[str] | set[str] = _STAMPS) -> Any:
+    """A value as plain data with the keys in `stamps` (timestamps, which differ between runs)
+    dropped, for comparing two stores' answers."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if k not in _STAMPS}
+        return {k: without_stamps(v, stamps) for k, v in value.items() if k not in stamps}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [without_stamps(v, stamps) for v in value]
     return value
 
 
@@ -82,7 +83,7 @@ async def _scenario(url: str) -> dict[str, Any]:
         await store.mark_delivered(t1.id)
         t3 = await _edit(store, s.id, "queued one")
         state = await store.load_state(s.id)
-        return _plain({
+        return without_stamps({
             "same_session": again.id == s.id, "done": done, "blocked": blocked, "withdrawn": withdrawn,
             "state": state, "audit": await store.audit_log(s.id), "claims": claims,
             "post": await store.find_post("slack", "C1", "m.1"),
