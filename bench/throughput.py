@@ -1,7 +1,7 @@
 """Benchmark 3: throughput. 100 sessions x 3 turns against a model taking 2 s, 16 calls at once.
 
 The turns go through what the adapters use: EditService.submit_edit records each turn, and a
-TurnPipeline sharing the App's cap on model calls (THREADEDIT_MAX_CONCURRENCY=16, `model_slots`)
+TurnPipeline on the store's turn queue under the fleet cap (THREADEDIT_MAX_CONCURRENCY=16)
 runs it; a session's turns follow one another (each is submitted when the previous one has
 finished, as a person replying to the result would), sessions run side by side. The fake model
 (its own process) answers each call 2 s after reading it, its own checking included, with a
@@ -54,8 +54,7 @@ async def run(ctx: Run, *, sessions: int | None = None, turns: int = 3,
         env = {"THREADEDIT_MAX_CONCURRENCY": str(concurrency)}
         async with bench_app(ctx.fresh_dir("throughput"), fake, **env) as app:
             clock = _Clock()
-            pipeline = TurnPipeline(app.service, max_concurrency=concurrency,
-                                    model_slots=app.model_slots, listener=clock)
+            pipeline = TurnPipeline(app.service, max_concurrency=concurrency, listener=clock)
             turn_of: dict[str, int] = {}
 
             async def session(s: int) -> list[str]:

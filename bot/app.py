@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -54,8 +53,6 @@ class App:
     blobs: BlobStore
     engine: Engine
     service: EditService
-    # One cap on model calls for every adapter in the process (THREADEDIT_MAX_CONCURRENCY).
-    model_slots: asyncio.Semaphore | None = None
     # The service operations adapters use besides the edit service's (posts and inbound events;
     # reads for pages and progress lines): made from the store, so adapters never hold it.
     deliveries: Deliveries = field(init=False)
@@ -67,15 +64,19 @@ class App:
 
 
 def make_chat_core(app: App, backend: ChatBackend, policy: AccessPolicy, *,
-                   allowed_channels: frozenset[str] | None, progress_interval: float) -> ChatCore:
+                   allowed_channels: frozenset[str] | None, progress_interval: float,
+                   work: bool = True) -> ChatCore:
     """A chat adapter's core: the app's store, engine and limits under the adapter's own access
-    policy, sharing the process's cap on model calls."""
+    policy, its turns run under the fleet's cap (THREADEDIT_MAX_CONCURRENCY) by this process
+    (`work`) or by the fleet's workers."""
+    settings = app.settings
     return ChatCore(
         app.service.with_policy(policy), backend, deliveries=app.deliveries, reads=app.reads,
-        max_concurrency=app.settings.max_concurrency,
+        max_concurrency=settings.max_concurrency,
         allowed_channels=allowed_channels, progress_interval=progress_interval,
-        offline=app.engine.offline, model_slots=app.model_slots,
-        gallery_link=partial(gallery_link, app.settings))
+        offline=app.engine.offline, gallery_link=partial(gallery_link, settings),
+        lease_seconds=settings.lease_seconds, max_age_seconds=settings.resume_max_age_seconds,
+        work=work)
 
 
 @asynccontextmanager
@@ -127,7 +128,7 @@ def _wire(settings: Settings, engine: Engine, store: SessionStore, blobs: BlobSt
     files = reference_files(settings, engine, store, blobs)
     service = EditService(store, blobs, engine, defaults=defaults, spend_limits=limits,
                           context=context, files=files)
-    return App(settings, store, blobs, engine, service, asyncio.Semaphore(settings.max_concurrency))
+    return App(settings, store, blobs, engine, service)
 
 
 def reference_files(settings: Settings, engine: Engine, store: SessionStore,

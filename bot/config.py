@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     engine: Literal["gemini", "local"] | None = Field(default=None, alias="THREADEDIT_ENGINE")
     aspect_ratio: str | None = Field(default=None, alias="THREADEDIT_ASPECT_RATIO")
     image_size: str | None = Field(default="1K", alias="THREADEDIT_IMAGE_SIZE")
+    # Model calls at once across every process on one store (Gemini's quota is per project).
     max_concurrency: int = Field(default=4, ge=1, le=256, alias="THREADEDIT_MAX_CONCURRENCY")
     # Bounded context (bot/context.py): past either budget a request is re-anchored on the head
     # image. The token budget is also held to half the model's input limit; the byte budget may
@@ -104,6 +105,9 @@ class Settings(BaseSettings):
     # older ones are reported failed in their thread (a stale image is worse than a clear note).
     resume_max_age_seconds: float = Field(
         default=3600.0, ge=0, alias="THREADEDIT_RESUME_MAX_AGE_SECONDS")
+    # The turn queue (bot/leases.py): a worker holds each turn it runs for this long, renewing
+    # every third of it; a worker that dies loses its turns to the others after at most this.
+    lease_seconds: float = Field(default=30.0, ge=3, le=3600, alias="THREADEDIT_LEASE_SECONDS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="THREADEDIT_LOG_LEVEL"
     )

@@ -1,23 +1,36 @@
-"""The turn pipeline: turns of one session run strictly in order, sessions run in parallel up
-to a global limit on model calls, and turns left unfinished by a crash are resumed at start.
+"""The turn pipeline: this process's worker on the store's durable turn queue (bot/leases.py).
 
-Adapters submit turns that the service already recorded as queued (so nothing is lost if the
-process dies now) and hear about progress through a TurnListener.
+Turns are recorded as queued by the service; the pipeline claims them under a lease, runs each
+(bot/turn_runner.py), renews its leases meanwhile, and tells a TurnListener (the chat core of the
+turn's platform, the playground) when a turn starts and how it ended. Which turns it claims: of
+its platforms (a chat adapter claims its own platform's, since it posts them), of one session
+(the CLI, waiting for its own turn), or none (`work=False`: an ingress process that only records
+turns and answers at once, leaving the model calls to `threadedit worker` processes).
+
+Whichever process runs a turn, `submit` returns a future for its result: the turns this process
+does not run are watched until another process finishes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import defaultdict, deque
+import os
+import socket
+import uuid
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
 from bot.domain import Turn
+from bot.leases import Claimed, LeaseLost
 from bot.results import TurnResult
 from bot.service import EditService
 
 log = logging.getLogger(__name__)
+# A store that does not answer (a PostgreSQL restart) is looked at again after this long.
+STORE_DOWN_WAIT = 1.0
 
 
 class TurnListener(Protocol):
@@ -32,6 +45,11 @@ class _Silent:
 
     async def turn_finished(self, result: TurnResult) -> None:
         return None
+
+
+def worker_name() -> str:
+    """Unique in the fleet, and telling an operator where the worker runs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _mark_retrieved(fut: asyncio.Future[TurnResult]) -> None:
@@ -49,128 +67,201 @@ class TurnPipeline:
         *,
         max_concurrency: int = 4,
         listener: TurnListener | None = None,
-        model_slots: asyncio.Semaphore | None = None,
+        listeners: Mapping[str, TurnListener] | None = None,
+        platforms: Collection[str] | None = None,
+        session_id: int | None = None,
+        lease_seconds: float = 30.0,
+        max_age_seconds: float = 3600.0,
+        work: bool = True,
     ) -> None:
         self.service = service
+        self.leases = service.leases
         self.listener: TurnListener = listener or _Silent()
-        # Pipelines of several adapters in one process share one cap on model calls.
-        self._model_calls = model_slots or asyncio.Semaphore(max_concurrency)
-        self._queues: dict[int, deque[Turn]] = defaultdict(deque)
-        self._workers: dict[int, asyncio.Task[None]] = {}
+        self.listeners = dict(listeners or {})
+        # None: every platform's turns (a fleet worker). A listener given per platform limits it.
+        self.platforms = frozenset(platforms) if platforms is not None else (
+            frozenset(self.listeners) if listeners is not None else None)
+        self.session_id = session_id
+        self.cap = max_concurrency  # THREADEDIT_MAX_CONCURRENCY: across the fleet, not per process
+        self.lease_seconds = lease_seconds
+        self.max_age_seconds = max_age_seconds
+        self.work = work
+        self.owner = worker_name()
+        self._running: dict[int, asyncio.Task[None]] = {}  # taken, until its listener was told
+        self._calling: set[int] = set()  # taken and not finished: the leases held and renewed
         self._done: dict[int, asyncio.Future[TurnResult]] = {}
-        self._waiting_for_slot = 0
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._waiting = 0
+        self._closing = False
+
+    # What adapters call
+
+    def start(self) -> None:
+        """Start claiming (and renewing, and listening for news of the queue). Idempotent."""
+        if self._loops:
+            return
+        self._loops = [asyncio.create_task(self._claim_loop(), name="turn-claims")]
+        if self.work:
+            self._loops += [asyncio.create_task(self._renew_loop(), name="turn-leases"),
+                            asyncio.create_task(self.leases.listen(self.wake), name="turn-notices")]
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def submit(self, turn: Turn) -> asyncio.Future[TurnResult]:
-        """Schedule a queued turn; returns a future for its result (adapters need not await)."""
+        """A turn the service recorded as queued: look for work now. The future is the turn's
+        result, whichever process runs it (adapters need not await it)."""
         fut = self._done.get(turn.id)
-        if fut is not None:  # submitted twice (a resumed turn, a duplicate event): run once
-            return fut
-        fut = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_mark_retrieved)
-        self._done[turn.id] = fut
-        self._queues[turn.session_id].append(turn)
-        if turn.session_id not in self._workers:
-            self._workers[turn.session_id] = asyncio.create_task(
-                self._drain(turn.session_id), name=f"session-{turn.session_id}")
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            fut.add_done_callback(_mark_retrieved)
+            self._done[turn.id] = fut
+        self.start()
+        self.wake()
         return fut
 
-    def slots_busy(self) -> bool:
-        """True when every model slot is taken: a new turn would wait for one."""
-        return self._model_calls.locked()
-
     def waiting_for_slot(self) -> int:
-        """How many of this pipeline's sessions have a turn ready that waits for a model slot."""
-        return self._waiting_for_slot
+        """Turns this pipeline could take but for the fleet's cap, as of its last look."""
+        return self._waiting
 
-    def position(self, turn_id: int) -> int | None:
-        """1 for the next to run in its session; None when it is running or unknown."""
-        for queue in self._queues.values():
-            for i, t in enumerate(queue):
-                if t.id == turn_id:
-                    return i + 1
-        return None
+    async def slots_busy(self) -> bool:
+        """True when every slot of the fleet is held: a turn queued now waits for one."""
+        return await self.leases.slots_busy(self.cap)
 
-    async def _drain(self, session_id: int) -> None:
-        queue = self._queues[session_id]
-        try:
-            while queue:
-                turn = queue.popleft()
-                fut = self._done[turn.id]
-                try:
-                    result = await self._run(turn)
-                    await self.listener.turn_finished(result)
-                except Exception as exc:  # the service records failures; this is a last guard
-                    log.exception("turn %s crashed in the pipeline", turn.id)
-                    if not fut.done():
-                        fut.set_exception(exc)
-                    self._done.pop(turn.id, None)
-                    continue
-                if not fut.done():
-                    fut.set_result(result)
-                # A finished turn's result lives in the database; run_turn answers a repeat
-                # from there, so the future need not be kept.
-                self._done.pop(turn.id, None)
-        finally:
-            self._workers.pop(session_id, None)
-            if not queue:
-                self._queues.pop(session_id, None)
+    async def join(self) -> None:
+        """Wait until every submitted turn has finished (here or elsewhere) and every turn this
+        pipeline took has been told to its listener."""
+        while self._done or self._running:
+            await asyncio.gather(*self._done.values(), *self._running.values(), return_exceptions=True)
 
-    async def _run(self, turn: Turn) -> TurnResult:
-        self._waiting_for_slot += 1
-        try:
-            await self._model_calls.acquire()
-        finally:
-            self._waiting_for_slot -= 1
-        try:
-            # The slot is held for the model call only. The listener hears that the turn has its
-            # slot (its progress line turns from "waiting" to "working"), but its talk with the
-            # platform, which can wait out a rate limit, runs beside the call: a slow post in one
-            # thread must not stall the model calls of every other session.
-            started = asyncio.create_task(self._tell_started(turn), name=f"turn-{turn.id}-started")
+    async def aclose(self) -> None:
+        # Turns cut off by the stop keep their state and reservation; their leases are given back
+        # so that another worker takes them at once, not after the lease would have run out.
+        self._closing = True
+        held, tasks = list(self._calling), [*self._loops, *self._running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loops = []
+        if held:
+            with contextlib.suppress(Exception):  # a store that is down: the leases run out
+                await self.leases.release(self.owner, held)
+        for fut in self._done.values():
+            fut.cancel()
+        self._done.clear()
+
+    # The worker
+
+    async def _claim_loop(self) -> None:
+        while not self._closing:
+            self._wake.clear()
             try:
-                result = await self.service.run_turn(turn.id)
-            except BaseException:
-                started.cancel()
-                raise
+                if self.work:
+                    await self._claim()
+                await self._settle_watched()
+                wait = self.leases.poll_seconds
+            except Exception as exc:  # the store is down: keep what runs, look again soon
+                log.warning("could not look at the turn queue (%s); trying again", type(exc).__name__)
+                wait = STORE_DOWN_WAIT
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the wake-up does, and this loop would outlive its pipeline.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    async def _claim(self) -> None:
+        claim = await self.leases.claim(
+            self.owner, cap=self.cap, limit=self.cap - len(self._calling),
+            lease_seconds=self.lease_seconds, platforms=self.platforms, session_id=self.session_id)
+        self._waiting = claim.waiting
+        for claimed in claim.taken:
+            self._calling.add(claimed.turn.id)
+            task = asyncio.create_task(self._run(claimed), name=f"turn-{claimed.turn.id}")
+            self._running[claimed.turn.id] = task
+            task.add_done_callback(lambda _t, turn_id=claimed.turn.id: self._ran(turn_id))
+
+    def _ran(self, turn_id: int) -> None:
+        self._running.pop(turn_id, None)
+        self.wake()  # a slot is free, and the session's next turn may be takeable
+
+    async def _settle_watched(self) -> None:
+        """Resolve the futures of submitted turns that another process finished."""
+        watched = [turn_id for turn_id in self._done if turn_id not in self._running]
+        for turn_id in await self.leases.finished_among(watched):
+            result = await self.service.result_of(turn_id)
+            fut = self._done.pop(turn_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(result)
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            held = list(self._calling)
+            try:
+                kept = set(await self.leases.renew(self.owner, held, self.lease_seconds))
+            except Exception as exc:  # the store is down: the next renewal may still be in time
+                log.warning("could not renew turn leases (%s)", type(exc).__name__)
+                continue
+            for turn_id in held:
+                task = self._running.get(turn_id)
+                if turn_id not in kept and turn_id in self._calling and task is not None:
+                    # Taken by another worker after this one stalled past its lease (or finished
+                    # just now, which leaves nothing to stop): that worker runs and posts it.
+                    log.warning("turn %s: lease lost; leaving it to the worker that holds it", turn_id)
+                    task.cancel()
+
+    def _listener_for(self, platform: str) -> TurnListener:
+        return self.listeners.get(platform, self.listener)
+
+    async def _run(self, claimed: Claimed) -> None:
+        turn, listener = claimed.turn, self._listener_for(claimed.platform)
+        fut = self._done.get(turn.id)
+        try:
+            result = await self._outcome(turn, listener)
+            await listener.turn_finished(result)
+        except LeaseLost:
+            # It stalled past its lease and another worker took the turn: that one posts it.
+            log.warning("turn %s: lease lost; the worker that holds it finishes it", turn.id)
+            return
+        except Exception as exc:  # the service records failures; this is a last guard
+            log.exception("turn %s crashed in the pipeline", turn.id)
+            self._done.pop(turn.id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+            return
+        self._done.pop(turn.id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(result)
+
+    async def _outcome(self, turn: Turn, listener: TurnListener) -> TurnResult:
+        try:
+            return await self._call(turn, listener)
         finally:
-            self._model_calls.release()
+            self._calling.discard(turn.id)  # finished (or given up): its slot is free
+
+    async def _call(self, turn: Turn, listener: TurnListener) -> TurnResult:
+        age = (datetime.now(UTC) - datetime.fromisoformat(turn.created_at)).total_seconds()
+        if age > self.max_age_seconds:
+            # Failed and its spend reservation refunded together: it never reached the model.
+            return await self.service.fail_interrupted(turn.id, self.owner)
+        # The listener hears that the turn has its slot (its progress line turns from "waiting"
+        # to "working"), but its talk with the platform, which can wait out a rate limit, runs
+        # beside the model call: a slow post in one thread must not hold the turn's slot.
+        started = asyncio.create_task(self._tell_started(listener, turn), name=f"turn-{turn.id}-started")
+        try:
+            result = await self.service.run_turn(turn.id, self.owner)
+        except BaseException:
+            started.cancel()
+            raise
+        finally:
+            self._calling.discard(turn.id)  # its slot is free while the listener posts
         # The outcome replaces what the start showed, so the listener hears it only after that.
         await started
         return result
 
-    async def _tell_started(self, turn: Turn) -> None:
+    async def _tell_started(self, listener: TurnListener, turn: Turn) -> None:
         try:
-            await self.listener.turn_started(turn)
+            await listener.turn_started(turn)
         except Exception:  # progress is best effort: the turn itself goes on
             log.exception("the listener failed at the start of turn %s", turn.id)
-
-    async def resume_unfinished(self, max_age_seconds: float,
-                                platform: str | None = None) -> list[int]:
-        """Re-run turns a crash left queued or running (of one platform's sessions, when given:
-        each adapter resumes its own, to post them where they belong); report the ones too old
-        to matter."""
-        resumed = []
-        now = datetime.now(UTC)
-        for turn in await self.service.unfinished_turns(platform):
-            age = (now - datetime.fromisoformat(turn.created_at)).total_seconds()
-            if age > max_age_seconds:
-                # Failed and its spend reservation refunded together: it never reached the model.
-                await self.listener.turn_finished(await self.service.fail_interrupted(turn.id))
-                continue
-            self.submit(turn)
-            resumed.append(turn.id)
-        return resumed
-
-    async def join(self) -> None:
-        while self._workers:
-            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
-
-    async def aclose(self) -> None:
-        for task in list(self._workers.values()):
-            task.cancel()
-        await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
-        # Turns cut off by the stop stay queued or running in the database and resume at the
-        # next start; a caller awaiting one hears that it was cancelled rather than waiting on.
-        for fut in self._done.values():
-            fut.cancel()
-        self._done.clear()

@@ -44,6 +44,7 @@ from bot.engine import Engine
 from bot.gemini.contents import user_content
 from bot.history import history_view
 from bot.images import ImageLimits, ImageRejected, check_image
+from bot.leases import TurnLeases
 from bot.model_call import ModelCall
 from bot.results import Attachment, HistoryView, TurnResult
 from bot.spending import SpendGuard, SpendLimits
@@ -96,6 +97,7 @@ class EditService:
         self.files = files
         calls = ModelCall(engine, blobs, ContextPlanner(blobs, context), files)
         self.runner = TurnRunner(store, blobs, calls, self.spend)
+        self.leases = TurnLeases(store)  # the turn queue (bot/leases.py)
 
     @property
     def calls(self) -> ModelCall:
@@ -115,14 +117,14 @@ class EditService:
 
     # Running turns (bot/turn_runner.py)
 
-    async def run_turn(self, turn_id: int) -> TurnResult:
-        return await self.runner.run_turn(turn_id)
+    async def run_turn(self, turn_id: int, owner: str | None = None) -> TurnResult:
+        return await self.runner.run_turn(turn_id, owner)
 
     async def result_of(self, turn_id: int) -> TurnResult:
         return await self.runner.result_of(turn_id)
 
-    async def fail_interrupted(self, turn_id: int) -> TurnResult:
-        return await self.runner.fail_interrupted(turn_id)
+    async def fail_interrupted(self, turn_id: int, owner: str | None = None) -> TurnResult:
+        return await self.runner.fail_interrupted(turn_id, owner)
 
     async def unfinished_turns(self, platform: str | None = None) -> list[Turn]:
         return await self.store.unfinished_turns(platform)

@@ -9,7 +9,13 @@ stores what came back — in two short transactions around the slow part.
 
 Whatever goes wrong after the start (the engine, a full disk, a bug) ends the turn failed with its
 reservation refunded, in one transaction, so no turn stays `running` holding money. Only a
-cancelled turn (the process stopping) keeps both: it resumes at the next start.
+cancelled turn (the process stopping) keeps both: its lease is given back and another worker (or
+this one, after a restart) runs it again, keeping the first reservation.
+
+A worker passes its name as `owner`: the start and the finish then write only while it still
+holds the turn's lease (bot/leases.py), so a worker that lost its lease (it stalled past the
+lease and another took the turn) changes nothing and its result is dropped: the turn is posted
+once, by the worker that holds it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from bot import catalog
 from bot.domain import FINISHED, OperationRefused, Turn, TurnKind, TurnState, path_to, shown_instruction
 from bot.engine import Engine, EngineError
 from bot.gemini.response import interpret_response
+from bot.leases import LeaseLost, check_holder
 from bot.model_call import ModelCall
 from bot.results import TurnResult
 from bot.spending import SpendGuard
@@ -37,8 +44,8 @@ DISK_FULL = ("The server's disk is full, so the image could not be saved; the se
              "intact. Retry once an admin has freed some space.")
 INTERNAL = ("Something went wrong on our side; the session's history is intact, so you can "
             "retry.")
-INTERRUPTED = ("This instruction was interrupted by a restart and is too old to resume; nothing "
-               "changed. Retry it if you still want it.")
+INTERRUPTED = ("This instruction was interrupted by a restart, or waited in the queue, for too long "
+               "to run now; nothing changed. Retry it if you still want it.")
 
 
 def failure_of(exc: Exception, turn_id: int) -> tuple[str, str]:
@@ -65,7 +72,7 @@ class TurnRunner:
     def engine(self) -> Engine:
         return self.calls.engine
 
-    async def run_turn(self, turn_id: int) -> TurnResult:
+    async def run_turn(self, turn_id: int, owner: str | None = None) -> TurnResult:
         async def load(uow: UnitOfWork) -> tuple[Turn, Sequence[Turn]]:
             turn = await uow.turns.get(turn_id)
             if turn.state in FINISHED:
@@ -83,7 +90,7 @@ class TurnRunner:
         outcome = None
         try:
             prepared = await self.calls.prepare(turn, path)
-            await self.store.transact(lambda uow: self._start(uow, turn, prepared.size.tokens))
+            await self.store.transact(lambda uow: self._start(uow, turn, prepared.size.tokens, owner))
             response, prepared = await self.calls.send(turn, path, prepared)
             outcome = interpret_response(response)
             if outcome.status == "image":
@@ -92,15 +99,19 @@ class TurnRunner:
                 packed = await asyncio.to_thread(pack_content, outcome.content, self.blobs)
                 key = await asyncio.to_thread(self.blobs.put, outcome.image, outcome.mime or "image/jpeg")
         except Exception as exc:  # a cancelled turn keeps its state and reservation for the resume
+            if isinstance(exc, LeaseLost):
+                raise
             reason, message = failure_of(exc, turn_id)
             # An image the model made but we could not keep (a full disk, the image store down)
             # was paid for: it stays counted against the budget, so an outage cannot spend past it.
             made = outcome is not None and outcome.status == "image"
             usage = outcome.usage if outcome is not None else None
-            await self.store.transact(lambda uow: self._fail(uow, turn, reason, message, usage, paid=made))
+            await self.store.transact(
+                lambda uow: self._fail(uow, turn, reason, message, usage, paid=made, owner=owner))
             return await self.result_of(turn_id)
 
         async def finish(uow: UnitOfWork) -> None:
+            await check_holder(uow, turn.id, owner)
             if outcome.status == "image":
                 await uow.turns.finish(turn, TurnState.DONE, model_content=packed, image_blob=key,
                                        image_mime=outcome.mime, text_reply=outcome.text,
@@ -115,25 +126,28 @@ class TurnRunner:
         await self.store.transact(finish)
         return await self.result_of(turn_id)
 
-    async def _start(self, uow: UnitOfWork, turn: Turn, input_tokens: int) -> None:
+    async def _start(self, uow: UnitOfWork, turn: Turn, input_tokens: int, owner: str | None) -> None:
         """Running, with its estimated price reserved; a refused reservation (the day's budget ran
         out while the turn was queued) raises and leaves the turn as it was."""
+        await check_holder(uow, turn.id, owner)
         await uow.turns.mark_running(turn.id, turn.parent_turn_id)
         session = await uow.sessions.get(turn.session_id)
         await self.spend.reserve(uow, session, turn, input_tokens)
 
     async def _fail(self, uow: UnitOfWork, turn: Turn, reason: str, message: str,
-                    usage: dict[str, Any] | None = None, *, paid: bool = False) -> None:
+                    usage: dict[str, Any] | None = None, *, paid: bool = False,
+                    owner: str | None = None) -> None:
+        await check_holder(uow, turn.id, owner)
         await uow.turns.finish(turn, TurnState.FAILED, reason=reason, message=message, usage=usage)
         await self.spend.settle(uow, turn, paid, usage if paid else None)
 
-    async def fail_interrupted(self, turn_id: int) -> TurnResult:
-        """End a turn a restart left unfinished and too old to resume: failed, its reservation
-        refunded, in one transaction (a turn finished meanwhile is left as it is)."""
+    async def fail_interrupted(self, turn_id: int, owner: str | None = None) -> TurnResult:
+        """End a turn too old to run (a restart interrupted it, or it waited that long): failed,
+        its reservation refunded, in one transaction (a turn finished meanwhile is left as it is)."""
         async def fail(uow: UnitOfWork) -> None:
             turn = await uow.turns.get(turn_id)
             if turn.state not in FINISHED:
-                await self._fail(uow, turn, "interrupted", INTERRUPTED)
+                await self._fail(uow, turn, "interrupted", INTERRUPTED, owner=owner)
 
         await self.store.transact(fail)
         return await self.result_of(turn_id)

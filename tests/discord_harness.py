@@ -44,7 +44,7 @@ class DiscordHarness:
         self.store = await SessionStore.open(settings.database_url)  # this test's database
         make_private_dir(self.data_dir)  # as open_app does, whichever database holds the rows
         service = EditService(self.store, blobs, engine, defaults=SessionDefaults())
-        self.app = App(settings, self.store, blobs, engine, service, asyncio.Semaphore(4))
+        self.app = App(settings, self.store, blobs, engine, service)
         self.adapter = DiscordAdapter(
             DiscordSettings(DISCORD_TOKEN=self.fake.token, DISCORD_API_BASE=self.fake.api_base,
                             DISCORD_APPROVER_ROLE=self.approver_role,

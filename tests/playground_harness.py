@@ -84,10 +84,12 @@ class Harness:
 @asynccontextmanager
 async def running(data_dir: Path, *, engine: Any = None, limits: Limits | None = None,
                   resume_max_age: float | None = None, **env: str) -> AsyncIterator[Harness]:
+    if resume_max_age is not None:
+        env["THREADEDIT_RESUME_MAX_AGE_SECONDS"] = str(resume_max_age)
     settings = load_settings(THREADEDIT_DATA_DIR=str(data_dir), THREADEDIT_ENGINE="local", **env)
     async with open_app(settings, engine=engine or LocalEngine()) as app:
         pg = Playground(app, limits=limits or Limits())
-        await pg.start(resume_max_age)
+        await pg.start()
         async with TestClient(TestServer(build_web_app(pg), host="127.0.0.1")) as client:
             yield Harness(pg, client, app)
         await pg.aclose()

@@ -78,7 +78,7 @@ class Harness:
             self.started_as = await self.adapter.start()
             await self.slack.wait_socket()
             return self
-        await self.adapter.core.start(self.adapter.resume_max_age)
+        await self.adapter.core.start()
         self.server = TestServer(self.adapter.web_app(), host="127.0.0.1")
         await self.server.start_server()
         self.http = httpx.AsyncClient(base_url=str(self.server.make_url("/")))

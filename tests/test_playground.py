@@ -24,7 +24,7 @@ from adapters.playground import access
 from adapters.playground.core import Limits
 from bot.app import open_app
 from bot.config import load_settings
-from bot.domain import SessionKey
+from bot.domain import SessionKey, Turn
 from tests.playground_harness import HTML, JSON, GatedEngine, Harness, png, running, tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,16 +236,26 @@ async def test_only_the_playgrounds_unfinished_turns_are_resumed(data_dir: Path)
     async with open_app(settings) as app:
         mine = await app.service.submit_edit(key, "ana", "a lighthouse at dusk in navy and orange")
         theirs = await app.service.submit_edit(SessionKey("slack", "T", "C", "1.0"), "U1", "a red poster")
-    async with running(data_dir) as h:  # resumes at start, as `threadedit playground` does
-        await h.pg.pipeline.join()
-        assert (await h.app.store.get_turn(mine.id)).version == 1
+    async with running(data_dir) as h:  # takes the queued turn at start, as `threadedit playground` does
+        assert (await _finished(h, mine.id)).version == 1
         assert (await h.app.store.get_turn(theirs.id)).state.value == "queued"
-        old = await h.app.service.submit_edit(key, "ana", "make it sepia")
-    async with running(data_dir, resume_max_age=-1) as h:  # as if that turn were over an hour old
-        stale = await h.app.store.get_turn(old.id)
+    async with open_app(settings) as app:  # recorded while no playground runs
+        old = await app.service.submit_edit(key, "ana", "make it sepia")
+    async with running(data_dir, resume_max_age=0) as h:  # as if that turn were over an hour old
+        stale = await _finished(h, old.id)
         assert stale.state.value == "failed" and stale.reason == "interrupted"
         assert (await h.app.store.get_turn(theirs.id)).state.value == "queued"
-        assert "interrupted by a restart and is too old" in await h.text(f"/s/{old.session_id}/fragment")
+        assert "was interrupted by a restart, or waited in the queue, for too long" in await h.text(
+            f"/s/{old.session_id}/fragment")
+
+
+async def _finished(h: Harness, turn_id: int) -> Turn:
+    for _ in range(300):
+        turn = await h.app.store.get_turn(turn_id)
+        if turn.state.value not in ("queued", "running"):
+            return turn
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"turn {turn_id} did not finish within 30 s")
 
 
 async def test_the_playground_command_serves_until_sigint(tmp_path: Path) -> None:

@@ -28,12 +28,13 @@ async def test_a_gallery_of_250_edit_then_retry_branches_shows_every_version(dat
     async with running(data_dir) as h:
         svc = h.app.service
         first = await svc.submit_edit(SessionKey("playground", "local", "local", "t"), "ana", "a poster")
-        await svc.run_turn(first.id)
+        run = h.pg.pipeline.submit  # the running playground takes every turn from the queue
+        await run(first)
         sid = first.session_id
         for _ in range(ROUNDS):
             for submit in (lambda: svc.submit_edit(sid, "ana", "brighter"),
                            lambda: svc.submit_retry(sid, "ana")):  # retries the edit just made
-                result = await svc.run_turn((await submit()).id)
+                result = await run(await submit())
                 assert result.status == "ok", result
         # With the head back on v1 no child is on the head's path: each round's retry opened a
         # branch under the one before, 250 deep, and the gallery was a RecursionError (500).

@@ -268,10 +268,6 @@ def _asked(gemini: FakeGemini, text: str) -> int:
                if any(p.get("text") == text for c in r.body.get("contents", []) for p in c.get("parts", [])))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 14: the turn pipeline is in memory and 'resume everything at start' re-runs a turn "
-    "that another live process is running (a replica started while the other works calls the "
-    "model for the same turn again); the durable turn queue with leases fixes it"))
 async def test_a_replica_started_while_the_other_runs_a_turn_leaves_that_turn_alone(
         tmp_path: Path, slack: FakeSlack, gemini: FakeGemini, pg_url: str):
     # A rolling deploy: replica A is mid-call when replica B starts on the same store.

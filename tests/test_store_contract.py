@@ -245,6 +245,35 @@ async def usage_and_uploads_scenario(r: Runner) -> Any:
             "no_upload": await r.read(lambda u: u.uploads.get("k2.jpg"))}
 
 
+NOW, LATER, MUCH_LATER = ("2030-01-01T00:00:00.000+00:00", "2030-01-01T00:00:30.000+00:00",
+                          "2030-01-01T00:01:00.000+00:00")
+
+
+async def queue_scenario(r: Runner) -> Any:
+    s, (t1, t2) = await r.tx(_session_with_turns)
+    _, (t3,) = await r.tx(lambda u: _session_with_turns(u, B, 1))
+    first = await r.read(lambda u: u.queue.takeable(NOW, None, None, 10))  # t1 and t3: one per session
+    only_b = await r.read(lambda u: u.queue.takeable(NOW, ["discord"], None, 10))
+    one = await r.read(lambda u: u.queue.takeable(NOW, None, None, 1))
+    await r.tx(lambda u: u.queue.take([t1.id], "w1", LATER))
+    held = await r.read(lambda u: u.queue.held(NOW))
+    while_held = await r.read(lambda u: u.queue.takeable(NOW, None, s.id, 10))
+    after_expiry = await r.read(lambda u: u.queue.takeable(MUCH_LATER, ["slack"], None, 10))
+    renewed = [await r.tx(lambda u: u.queue.renew([t1.id, t3.id], "w1", MUCH_LATER)),
+               await r.tx(lambda u: u.queue.renew([t1.id], "w2", MUCH_LATER))]
+    owner = await r.read(lambda u: u.queue.owner(t1.id))
+    released = [await r.tx(lambda u: u.queue.release([t1.id], "w2")),
+                await r.tx(lambda u: u.queue.release([t1.id], "w1"))]
+    await r.tx(lambda u: u.turns.finish(t1, TurnState.DONE, image_blob="x.jpg"))
+    return {"first": first, "only_b": only_b, "one": one, "held": held, "while_held": while_held,
+            "after_expiry": after_expiry, "renewed": renewed, "owner": owner, "released": released,
+            "owner_after": await r.read(lambda u: u.queue.owner(t1.id)),
+            "counted": await r.read(lambda u: u.queue.count_takeable(NOW, None, None)),
+            "next": await r.read(lambda u: u.queue.takeable(NOW, ["slack"], None, 10)),
+            "finished": await r.read(lambda u: u.queue.finished_among([t1.id, t2.id, 999])),
+            "held_after": await r.read(lambda u: u.queue.held(NOW))}
+
+
 async def rollback_scenario(r: Runner) -> Any:
     async def half_way(u: Any) -> None:
         s, (t1, _) = await _session_with_turns(u)
@@ -264,7 +293,7 @@ async def rollback_scenario(r: Runner) -> Any:
 
 
 SCENARIOS = [sessions_scenario, turns_scenario, approvals_and_audit_scenario,
-             events_posts_state_scenario, usage_and_uploads_scenario, rollback_scenario]
+             events_posts_state_scenario, usage_and_uploads_scenario, queue_scenario, rollback_scenario]
 
 
 @pytest.fixture(scope="module")

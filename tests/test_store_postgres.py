@@ -15,7 +15,7 @@ from bot.storage.engine import (
     make_engine,
     sqlite_url,
 )
-from bot.storage.migrate import BASELINE, HEAD, upgrade
+from bot.storage.migrate import BASELINE, REVISIONS, upgrade
 from bot.storage.schema import sessions, turns, usage
 from tests import postgres
 from tests.processes import free_port
@@ -23,7 +23,7 @@ from tests.test_store_schema import FIXTURE, schema_differences
 
 
 async def test_upgrade_creates_the_schema_once(pg_url: str) -> None:
-    assert await upgrade(pg_url) == [BASELINE, HEAD]
+    assert await upgrade(pg_url) == list(REVISIONS)
     assert await upgrade(pg_url) == []
     assert await schema_differences(pg_url) == []
     engine = make_engine(pg_url)
@@ -42,7 +42,7 @@ async def test_upgrade_creates_the_schema_once(pg_url: str) -> None:
 
 async def test_two_processes_upgrading_at_once_both_succeed(pg_url: str) -> None:
     done = await asyncio.wait_for(asyncio.gather(upgrade(pg_url), upgrade(pg_url)), 30)
-    assert sorted(done) == [[], [BASELINE, HEAD]]
+    assert sorted(done) == [[], list(REVISIONS)]
 
 
 async def test_rows_round_trip_and_statements_are_never_prepared(pg_url: str) -> None:
@@ -78,8 +78,8 @@ async def test_the_fixture_data_directory_and_a_postgres_store_meet_one_schema(
         pg_url: str, tmp_path: Path) -> None:
     """What `store copy` (a later change) starts from: both ends upgraded, one schema."""
     db_path = Path(shutil.copytree(FIXTURE, tmp_path / "old")) / "threadedit.sqlite3"
-    assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)", HEAD]
-    assert await upgrade(pg_url) == [BASELINE, HEAD]
+    assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)", *REVISIONS[1:]]
+    assert await upgrade(pg_url) == list(REVISIONS)
     assert await schema_differences(sqlite_url(db_path)) == []
     assert await schema_differences(pg_url) == []
 

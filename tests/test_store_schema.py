@@ -18,7 +18,7 @@ from sqlalchemy import Column, Text
 
 from bot.storage import legacy_sqlite
 from bot.storage.engine import MigrationError, StoreUnavailable, make_engine, sqlite_url
-from bot.storage.migrate import BASELINE, HEAD, migration_connection, upgrade
+from bot.storage.migrate import BASELINE, REVISIONS, migration_connection, upgrade
 from bot.storage.schema import include_name, metadata
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datadir-0007"
@@ -37,14 +37,20 @@ async def schema_differences(url: str) -> list[Any]:
         await engine.dispose()
 
 
+# Columns later revisions add to old rows, NULL on each: (table, column).
+ADDED_SINCE_0007 = {("turns", "lease_owner"), ("turns", "lease_expires_at")}
+
+
 def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table with each value's SQLite storage class, in primary key order."""
+    """Every row of every table with each value's SQLite storage class, in primary key order
+    (the columns later revisions added are left out: `added_columns` reads those)."""
     with sqlite3.connect(path) as db:
         tables = [r[0] for r in db.execute(
             "SELECT name FROM sqlite_master WHERE type='table' AND name NOT IN (?, ?)", UNMANAGED)]
         out = {}
         for t in tables:
-            cols = [r[1] for r in db.execute(f'PRAGMA table_info("{t}")')]
+            cols = [r[1] for r in db.execute(f'PRAGMA table_info("{t}")')
+                    if (t, r[1]) not in ADDED_SINCE_0007]
             pk = [r[1] for r in sorted(db.execute(f'PRAGMA table_info("{t}")'), key=lambda r: r[5])
                   if r[5]]
             select = ", ".join(f'"{c}", typeof("{c}")' for c in sorted(cols))
@@ -73,7 +79,7 @@ def old_data_dir(tmp_path: Path) -> Path:
 async def test_a_new_sqlite_store_is_created_private_and_matches_the_schema(tmp_path: Path) -> None:
     path = tmp_path / "data" / "threadedit.sqlite3"
     url = sqlite_url(path)
-    assert await upgrade(url) == [BASELINE, HEAD]
+    assert await upgrade(url) == list(REVISIONS)
     assert await upgrade(url) == []  # idempotent
     assert await schema_differences(url) == []
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -93,9 +99,12 @@ async def test_the_0007_data_directory_upgrades_in_place_with_every_row_kept(old
     before, files_before = dump(db_path), tree_digest(old_data_dir / "blobs")
     assert all(before[t] for t in metadata.tables), "the fixture should have rows in every table"
 
-    assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)", HEAD]
+    assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)", *REVISIONS[1:]]
 
     assert dump(db_path) == before  # every row, every value, every storage class
+    with sqlite3.connect(db_path) as db:  # and the columns added since, empty on every old row
+        assert db.execute("SELECT DISTINCT lease_owner, lease_expires_at FROM turns").fetchall() == [
+            (None, None)]
     assert tree_digest(old_data_dir / "blobs") == files_before
     assert await schema_differences(sqlite_url(db_path)) == []
     assert await upgrade(sqlite_url(db_path)) == []
@@ -150,7 +159,7 @@ async def test_an_older_data_directory_gets_its_missing_sql_migrations_first(tmp
     with sqlite3.connect(db_path) as db:
         db.execute("INSERT INTO app_state VALUES ('k', 'v', '2026-01-01T00:00:00.000+00:00')")
 
-    assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)", HEAD]
+    assert await upgrade(sqlite_url(db_path)) == [f"{BASELINE} (stamped)", *REVISIONS[1:]]
 
     assert await schema_differences(sqlite_url(db_path)) == []
     with sqlite3.connect(db_path) as db:
@@ -200,5 +209,5 @@ async def test_a_store_made_by_the_sql_migrations_becomes_a_new_store(tmp_path: 
     assert len(legacy_sqlite.apply_sql_migrations(made_by_sql)) == 7
     new = tmp_path / "new" / "threadedit.sqlite3"
     await upgrade(sqlite_url(new))
-    assert await upgrade(sqlite_url(made_by_sql)) == [f"{BASELINE} (stamped)", HEAD]
+    assert await upgrade(sqlite_url(made_by_sql)) == [f"{BASELINE} (stamped)", *REVISIONS[1:]]
     assert sqlite_schema(made_by_sql) == sqlite_schema(new)

@@ -34,6 +34,7 @@ from bot.storage.usage import UsageLedger
 from tests.conftest import make_engine
 from tests.fakes.gemini_server import FakeGemini
 from tests.postgres import store_url
+from tests.slack_harness import eventually
 
 KEY = SessionKey("slack", "T1", "C1", "1700000000.000100")
 
@@ -118,8 +119,10 @@ async def test_a_stale_turn_failed_at_start_up_is_refunded(service: EditService)
         async def turn_finished(self, result: Any) -> None:
             heard.append(result)
 
-    pipeline = TurnPipeline(service, listener=Listener())
-    assert await pipeline.resume_unfinished(max_age_seconds=60) == []
+    pipeline = TurnPipeline(service, listener=Listener(), max_age_seconds=60)
+    pipeline.start()  # as at a start: the queue holds the turn the crash left
+    await eventually(lambda: heard)
+    await pipeline.aclose()
     assert [(r.turn_id, r.status, r.reason) for r in heard] == [(turn.id, "failed", "interrupted")]
     assert await usage_states(service.store) == {turn.id: "refunded"}
     assert (await UsageLedger(service.store).spent_today(KEY)) == 0

@@ -24,9 +24,10 @@ from bot import catalog
 from bot.allocator import tune_allocator
 from bot.app import App, open_app
 from bot.config import ConfigError, Settings, load_settings
-from bot.domain import OperationRefused, SessionKey
+from bot.domain import OperationRefused, SessionKey, Turn
 from bot.ids import parse_id
 from bot.images import ImageRejected
+from bot.pipeline import TurnPipeline
 from bot.results import Attachment, HistoryView, TurnResult
 from bot.storage.db import StoreUnavailable
 from bot.storage.usage import UsageLedger
@@ -250,6 +251,19 @@ def _print_history(view: HistoryView, as_json: bool) -> int:
     return 0
 
 
+async def _run_queued(app: App, turn: Turn) -> TurnResult:
+    """Run the turn through the store's queue, as every process does: after the session's earlier
+    turns, never while another process (a playground, a worker) holds it, and by whichever takes
+    it first; this process takes only this session's turns."""
+    s = app.settings
+    pipeline = TurnPipeline(app.service, session_id=turn.session_id, max_concurrency=s.max_concurrency,
+                            lease_seconds=s.lease_seconds, max_age_seconds=s.resume_max_age_seconds)
+    try:
+        return await pipeline.submit(turn)
+    finally:
+        await pipeline.aclose()
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     cmd = args.command
     refs = _read_refs(args.ref) if cmd == "edit" else []
@@ -266,7 +280,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 turn = await svc.submit_edit(target, who, args.instruction, refs, model=args.model,
                                              aspect=args.aspect, size=args.size)
-            code = _print_turn(await svc.run_turn(turn.id), args.json, app.engine.offline)
+            code = _print_turn(await _run_queued(app, turn), args.json, app.engine.offline)
             if code == 0 and settings.engine_notice:  # said only when the engine made the answer
                 print(settings.engine_notice, file=sys.stderr)
             return code

@@ -43,10 +43,10 @@ logging.getLogger("discord.client").addFilter(_OneLineReconnects())
 
 
 class DiscordAdapter:
-    def __init__(self, settings: DiscordSettings, app: App, *, progress_interval: float = 5.0) -> None:
+    def __init__(self, settings: DiscordSettings, app: App, *, progress_interval: float = 5.0,
+                 work: bool = True) -> None:
         assert settings.token is not None
         self.settings = settings
-        self.resume_max_age = app.settings.resume_max_age_seconds
         # Unsharded: one connection, as before. Sharded: these shards (all when no ids are given).
         kind, shards = ThreadeditClient, {}
         if settings.shard_count is not None:
@@ -58,7 +58,8 @@ class DiscordAdapter:
         self.core = make_chat_core(
             app, self.backend, AccessPolicy(approver_roles=settings.approver_roles,
                                             settings_roles=settings.settings_roles),
-            allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval)
+            allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval,
+            work=work)
         self.client.listeners = DiscordListeners(self.client, self.core)
         self._task: asyncio.Task[None] | None = None
         self._previous_base = discord.http.Route.BASE
@@ -82,7 +83,7 @@ class DiscordAdapter:
         if not self.client.is_ready():
             exc = self._task.exception()
             raise DiscordStartError(str(exc) if exc else "The Discord connection closed at start.")
-        await self.core.start(self.resume_max_age)
+        await self.core.start()
         mode = ("" if self.settings.message_content
                 else "; message content intent off: replies must mention the bot")
         shards = f"; {self.settings.shards_text}" if self.settings.sharded else ""

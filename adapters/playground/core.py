@@ -57,8 +57,10 @@ class Playground:
         # drive the playground through DNS rebinding (see hosts.py).
         self.host_names = hosts.allowed_names(app.settings.allowed_hosts, app.settings.public_url)
         self.offline = app.engine.offline
-        self.pipeline = TurnPipeline(app.service, max_concurrency=app.settings.max_concurrency,
-                                     listener=self, model_slots=app.model_slots)
+        settings = app.settings
+        self.pipeline = TurnPipeline(app.service, max_concurrency=settings.max_concurrency,
+                                     listeners={PLATFORM: self}, lease_seconds=settings.lease_seconds,
+                                     max_age_seconds=settings.resume_max_age_seconds)
         self.thumbs = Thumbnails(app.settings.data_dir / "thumbs", app.blobs)
         self.public_url = app.settings.public_url
         self.secret = load_link_secret(app.settings) if self.public_url else b""
@@ -79,13 +81,12 @@ class Playground:
     def static_url(self, name: str) -> str:
         return f"/static/{name}?v={self.assets[name][2]}"
 
-    async def start(self, max_age: float | None = None) -> list[int]:
-        """Resume the playground's own unfinished turns (older than THREADEDIT_RESUME_MAX_AGE_SECONDS:
-        reported failed). Slack's and Discord's are resumed, and posted, by their own process;
-        running them here too would make each twice. Nothing else to catch up on: the page
-        reads every outcome from the database."""
-        age = self.app.settings.resume_max_age_seconds if max_age is None else max_age
-        return await self.pipeline.resume_unfinished(age, PLATFORM)
+    async def start(self) -> None:
+        """Take the playground's turns from the queue (those a stop left unfinished first; older
+        than THREADEDIT_RESUME_MAX_AGE_SECONDS: reported failed). Slack's and Discord's are taken,
+        and posted, by processes that can post them. Nothing else to catch up on: the page reads
+        every outcome from the database."""
+        self.pipeline.start()
 
     async def aclose(self) -> None:
         await self.pipeline.aclose()

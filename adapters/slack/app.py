@@ -47,17 +47,17 @@ BOLT_LOG.addFilter(_DropTokenSkippedWarning())
 
 class SlackAdapter:
     def __init__(self, settings: SlackSettings, app: App, *, progress_interval: float = 5.0,
-                 files: SlackFiles | None = None) -> None:
+                 files: SlackFiles | None = None, work: bool = True) -> None:
         assert settings.bot_token is not None
         check_token_kinds(settings)
         self.settings = settings
-        self.resume_max_age = app.settings.resume_max_age_seconds
         client = web_client(settings)
         self.backend = SlackBackend(client)
         self.core = make_chat_core(
             app, self.backend, AccessPolicy(approvers=settings.approvers or None,
                                             settings_changers=settings.settings_changers or None),
-            allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval)
+            allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval,
+            work=work)
         self.files = files or SlackFiles(settings.bot_token.get_secret_value(),
                                          settings.file_origins, client=client)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
@@ -79,7 +79,7 @@ class SlackAdapter:
         """Check the bot token with Slack, resume unfinished turns, then listen. While Slack
         cannot be reached this retries with backoff; cancelling it (a stop) ends it at once."""
         await check_bot_token(self.backend.client, self.settings.api_url)
-        await self.core.start(self.resume_max_age)
+        await self.core.start()
         if self.settings.mode == "socket":
             assert self.settings.app_token is not None
             self._socket = SocketModeHandler(self.bolt, self.settings.app_token.get_secret_value())

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # Refusals only the person who asked needs to read: a permission, or a stale 4K button.
 PRIVATE_REFUSALS = frozenset({"not_permitted", "already_largest"})
+# A worker that took a turn another process recorded looks this long for the progress post that
+# process makes (it usually exists: posting takes milliseconds, a claim follows the commit).
+PROGRESS_POST_WAITS = (0.1, 0.2, 0.4, 0.8, 1.5)
 
 
 class ChatCore:
@@ -44,8 +47,10 @@ class ChatCore:
         allowed_channels: frozenset[str] | None = None,
         progress_interval: float = 5.0,
         offline: bool = False,
-        model_slots: asyncio.Semaphore | None = None,
         gallery_link: Callable[[int], str | None] | None = None,
+        lease_seconds: float = 30.0,
+        max_age_seconds: float = 3600.0,
+        work: bool = True,
     ) -> None:
         self.service = service
         self.deliveries = deliveries
@@ -56,8 +61,10 @@ class ChatCore:
         self.progress_interval = progress_interval
         self.offline = offline
         self.gallery_link = gallery_link
-        self.pipeline = TurnPipeline(service, max_concurrency=max_concurrency, listener=self,
-                                     model_slots=model_slots)
+        # This platform's turns, run here (`work`), or only recorded here for the fleet's workers.
+        self.pipeline = TurnPipeline(service, max_concurrency=max_concurrency,
+                                     listeners={self.platform: self}, lease_seconds=lease_seconds,
+                                     max_age_seconds=max_age_seconds, work=work)
         self._tickers: dict[int, asyncio.Task[None]] = {}
         self._progress_posted: dict[int, asyncio.Event] = {}
         # Called with the platform's id of each delivery (an event, a click, a reaction) once
@@ -65,14 +72,15 @@ class ChatCore:
         # tests and diagnostics can wait on, instead of waiting a while and hoping.
         self.delivery_observers: list[Callable[[str], None]] = []
 
-    async def start(self, resume_max_age: float = 3600.0) -> list[int]:
-        """Show outcomes a stop left unshown, then resume (or report) unfinished turns."""
+    async def start(self) -> None:
+        """Show outcomes a stop left unshown, then take this platform's turns from the queue
+        (those a stop left unfinished first: they are the oldest)."""
         for turn_id in await self.deliveries.undelivered(self.platform):
             try:
                 await self.turn_finished(await self.service.result_of(turn_id))
             except Exception:  # one thread we cannot post to must not stop the others
                 log.exception("could not show the outcome of turn %s", turn_id)
-        return await self.pipeline.resume_unfinished(resume_max_age, self.platform)
+        self.pipeline.start()
 
     def delivery_finished(self, delivery: str) -> None:
         for observe in self.delivery_observers:
@@ -159,10 +167,9 @@ class ChatCore:
     async def _submit(self, turn: Turn) -> None:
         spot = await self.reads.queue_spot(turn)
         session, waiting, version = spot.session, spot.waiting, spot.next_version
-        slots_busy = self.pipeline.slots_busy()
-        # Queue before posting: the order of turns is the order they were recorded, whatever
-        # the platform's answers to the progress posts do. The turn starts its progress ticker
-        # only once that post exists.
+        slots_busy = await self.pipeline.slots_busy()
+        # The turn is in the queue already (the service recorded it): wake this process's worker
+        # before posting. The turn starts its progress ticker only once that post exists.
         posted = self._progress_posted[turn.id] = asyncio.Event()
         self.pipeline.submit(turn)
         try:
@@ -293,7 +300,9 @@ class ChatCore:
         posted = self._progress_posted.pop(turn.id, None)
         if posted is not None:
             await posted.wait()
-        message_id = await self.deliveries.progress_post(turn.id)
+            message_id = await self.deliveries.progress_post(turn.id)
+        else:  # recorded by another process (an ingress replica), which may still be posting it
+            message_id = await self._progress_post_of(turn.id)
         if message_id is None:
             return
 
@@ -308,6 +317,14 @@ class ChatCore:
                 await asyncio.sleep(self.progress_interval)
 
         self._tickers[turn.id] = asyncio.create_task(tick())
+
+    async def _progress_post_of(self, turn_id: int) -> str | None:
+        for wait in PROGRESS_POST_WAITS:
+            message_id = await self.deliveries.progress_post(turn_id)
+            if message_id is not None:
+                return message_id
+            await asyncio.sleep(wait)
+        return await self.deliveries.progress_post(turn_id)
 
     async def turn_finished(self, result: TurnResult) -> None:
         ticker = self._tickers.pop(result.turn_id, None)

@@ -18,6 +18,17 @@ from bot.storage.schema import approvals, audit_log, posts, sessions, turns
 UNFINISHED = (TurnState.QUEUED.value, TurnState.RUNNING.value)
 
 
+# PostgreSQL: the channel workers LISTEN on (bot/storage/notices.py); the payload is a turn id only.
+TURNS_CHANNEL = "threadedit_turns"
+
+
+async def announce(conn: AsyncConnection, turn_id: int) -> None:
+    """Tell the fleet's workers that the queue changed (a turn added, finished or given back) when
+    this transaction commits: PostgreSQL sends a NOTIFY only on commit. SQLite workers poll."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_notify(TURNS_CHANNEL, str(turn_id))))
+
+
 class Repository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -83,6 +94,7 @@ class Turns(Repository):
             state=TurnState.QUEUED.value, model=model, aspect_ratio=aspect, image_size=size,
             created_at=now))).scalar_one()
         await Sessions(self.conn).touch(session.id, now)
+        await announce(self.conn, turn_id)
         return await self.get(turn_id)
 
     async def get(self, turn_id: int) -> Turn:
@@ -142,6 +154,7 @@ class Turns(Repository):
             finished_at=now))
         if version is not None:
             await Sessions(self.conn).set_head(turn.session_id, turn.id)
+        await announce(self.conn, turn.id)  # the session's next turn, and a slot, are free
         return await self.get(turn.id)
 
     async def mark_delivered(self, turn_id: int) -> None:

@@ -106,6 +106,10 @@ turns = Table(
     Column("delivered_at", Text),
     # 0006: the self-contained user turn a re-anchored request sent (JSON); NULL: ordinary.
     Column("anchor_content", Text),
+    # 0010: the worker running (or about to run) the turn and until when its lease holds (ISO
+    # 8601 UTC, as every timestamp); NULL: nobody holds it. See bot/storage/queue.py.
+    Column("lease_owner", Text),
+    Column("lease_expires_at", Text),
     PrimaryKeyConstraint("id"),
     CheckConstraint(_in("kind", "edit", "retry", "upscale"), name="kind"),
     CheckConstraint(_in("state", "queued", "running", "done", "text", "blocked", "failed"),

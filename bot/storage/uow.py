@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from bot.domain import SessionState
 from bot.storage import migrate
 from bot.storage.engine import MigrationError, StoreUnavailable, make_engine, sqlite_url, store_error
+from bot.storage.queue import TurnQueue
 from bot.storage.records import AppState, InboundEvents, Posts, UploadedFileRows, Usage
 from bot.storage.repositories import Approvals, AuditLog, Sessions, Turns
 
@@ -60,6 +61,7 @@ class UnitOfWork:
         self.app_state = AppState(conn)
         self.usage = Usage(conn)
         self.uploads = UploadedFileRows(conn)
+        self.queue = TurnQueue(conn)
 
     async def load_state(self, session_id: int, *, for_update: bool = False) -> SessionState:
         """The session, its turns and approvals, as this transaction sees them; `for_update`

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 
-from bot.domain import Session, SessionKey, Turn, TurnKind, TurnState, UnknownSession
+from bot.domain import FINISHED, Session, SessionKey, Turn, TurnKind, TurnState, UnknownSession
 from bot.storage import uow as uow_module
 from bot.storage.db import utcnow
 from bot.storage.repository import SessionStore
@@ -307,6 +307,64 @@ class MemoryUploadedFileRows(MemoryRepository):
         return self.db["uploaded_files"].delete(lambda r: r["uri"] in wanted)
 
 
+# bot/storage/queue.py
+
+FINISHED_STATES = tuple(state.value for state in FINISHED)
+
+
+class MemoryTurnQueue(MemoryRepository):
+    def _takeable_rows(self, now: str, platforms: Collection[str] | None,
+                       session_id: int | None) -> list[RowDict]:
+        rows = self.db["turns"].select(lambda r: r["state"] in UNFINISHED)
+        first_of_session: dict[int, RowDict] = {}
+        for row in sorted(rows, key=lambda r: r["id"]):
+            first_of_session.setdefault(row["session_id"], row)
+        turns = MemoryTurns(self.db)
+        return [r for r in sorted(first_of_session.values(), key=lambda r: r["id"])
+                if (r["lease_expires_at"] is None or r["lease_expires_at"] <= now)
+                and (platforms is None or turns._platform(r) in platforms)
+                and (session_id is None or r["session_id"] == session_id)]
+
+    async def takeable(self, now: str, platforms: Collection[str] | None, session_id: int | None,
+                       limit: int) -> list[tuple[int, str]]:
+        turns = MemoryTurns(self.db)
+        rows = self._takeable_rows(now, platforms, session_id)[:limit]
+        return [(r["id"], turns._platform(r)) for r in rows]
+
+    async def count_takeable(self, now: str, platforms: Collection[str] | None,
+                             session_id: int | None) -> int:
+        return len(self._takeable_rows(now, platforms, session_id))
+
+    async def held(self, now: str) -> int:
+        return len(self.db["turns"].select(
+            lambda r: r["state"] in UNFINISHED and r["lease_expires_at"] is not None
+            and r["lease_expires_at"] > now))
+
+    async def take(self, turn_ids: Sequence[int], owner: str, until: str) -> None:
+        wanted = set(turn_ids)
+        self.db["turns"].update(self.db, lambda r: r["id"] in wanted, lease_owner=owner,
+                                lease_expires_at=until)
+
+    async def renew(self, turn_ids: Sequence[int], owner: str, until: str) -> list[int]:
+        kept = [r["id"] for r in self.db["turns"].select(
+            lambda r: r["id"] in set(turn_ids) and r["lease_owner"] == owner and r["state"] in UNFINISHED)]
+        self.db["turns"].update(self.db, lambda r: r["id"] in set(kept), lease_expires_at=until)
+        return sorted(kept)
+
+    async def release(self, turn_ids: Sequence[int], owner: str) -> int:
+        return self.db["turns"].update(
+            self.db, lambda r: r["id"] in set(turn_ids) and r["lease_owner"] == owner
+            and r["state"] in UNFINISHED, lease_expires_at=None)
+
+    async def owner(self, turn_id: int) -> str | None:
+        row = self.db["turns"].first(lambda r: r["id"] == turn_id)
+        return None if row is None else row["lease_owner"]
+
+    async def finished_among(self, turn_ids: Sequence[int]) -> list[int]:
+        return sorted(r["id"] for r in self.db["turns"].select(
+            lambda r: r["id"] in set(turn_ids) and r["state"] in FINISHED_STATES))
+
+
 class MemoryUnitOfWork(UnitOfWork):
     """The in-memory counterpart of bot.storage.uow.UnitOfWork: the same repositories by name, and
     its own methods (load_state, ...) inherited, so they cannot drift from the real ones."""
@@ -323,6 +381,7 @@ class MemoryUnitOfWork(UnitOfWork):
         self.app_state = MemoryAppState(db)
         self.usage = MemoryUsage(db)
         self.uploads = MemoryUploadedFileRows(db)
+        self.queue = MemoryTurnQueue(db)
 
     async def lock(self, name: str) -> None:
         return None  # transact already runs one operation at a time, like SQLite's write lock

@@ -107,9 +107,11 @@ async def test_replies_waiting_in_a_thread_are_told_their_place_and_run_in_order
     bot.gemini.hold = asyncio.Event()
     submitted = count_submits(bot)
     replies = ["paint it at night", "add a ship", "add fog"]
+    before = len(posted_texts(bot))
     for n, text in enumerate(replies, 1):
         await bot.reply(text, f"1700000001.00010{n}")
-        await eventually(lambda n=n: len(submitted) == n)
+        # Queued, and its first line posted (the post follows the queueing).
+        await eventually(lambda n=n: len(submitted) == n and len(posted_texts(bot)) == before + n)
     assert posted_texts(bot)[-3:] == [
         posted_texts(bot)[-3], mrkdwn(presenter.queued_line(1)), mrkdwn(presenter.queued_line(2))]
     assert posted_texts(bot)[-3].startswith("Working on v2")

@@ -1,0 +1,127 @@
+"""TurnLeases: the durable turn queue's operations, each one transaction of the store.
+
+Every process that runs turns is a worker: it claims queued turns, holding each under a lease
+(its name and an expiry, THREADEDIT_LEASE_SECONDS), renews the leases while it works, finishes
+each turn in one transaction (bot/turn_runner.py checks the lease there), and gives its leases
+back when it stops. A turn whose lease ran out (its worker died) is claimed again by any live
+worker. Turns of one session are taken one at a time, in the order recorded.
+
+THREADEDIT_MAX_CONCURRENCY caps the turns held across the fleet (Gemini's quota is per project,
+not per process): a claim counts the live leases and takes only what is left. Counting rows and
+then taking some is a check-then-write, so claims run one at a time: a named lock on PostgreSQL
+(an advisory transaction lock, held for the few milliseconds of the claim), the write lock on
+SQLite. Rows are also taken FOR UPDATE SKIP LOCKED on PostgreSQL, so a claim never waits on a row
+another transaction holds (a turn being finished).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from bot.domain import Turn
+from bot.storage.uow import Store, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+QUEUE_LOCK = "turn-queue"
+# How often a worker looks for work it was not told about: on SQLite every look is how work is
+# found (there is no NOTIFY); on PostgreSQL NOTIFY wakes workers at once and the look finds only
+# leases that ran out.
+POLL_SECONDS_SQLITE = 0.5
+POLL_SECONDS_POSTGRESQL = 2.0
+
+
+class LeaseLost(Exception):
+    """The turn is no longer this worker's: its lease ran out and another worker took it."""
+
+
+def _at(seconds_from_now: float = 0.0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    turn: Turn
+    platform: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    taken: list[Claimed]
+    waiting: int  # takeable turns left for want of a free slot in the fleet
+
+
+async def check_holder(uow: UnitOfWork, turn_id: int, owner: str | None) -> None:
+    """Inside a turn's start or finish: refuse to write unless `owner` holds the turn (None: a
+    caller that runs turns without the queue, such as a test)."""
+    if owner is not None and await uow.queue.owner(turn_id) != owner:
+        raise LeaseLost(f"turn {turn_id} is held by another worker")
+
+
+class TurnLeases:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @property
+    def poll_seconds(self) -> float:
+        return POLL_SECONDS_SQLITE if self._store.is_sqlite else POLL_SECONDS_POSTGRESQL
+
+    async def claim(self, owner: str, *, cap: int, limit: int, lease_seconds: float,
+                    platforms: Collection[str] | None = None, session_id: int | None = None) -> Claim:
+        """Take up to `limit` takeable turns (of these platforms, or of this session), as many
+        as the fleet's cap leaves free, oldest first."""
+        async def look(uow: UnitOfWork) -> int:
+            return await uow.queue.count_takeable(_at(), platforms, session_id)
+
+        # Most looks find nothing, or nothing this worker has room for: a read, without the write
+        # lock, finds that out.
+        takeable = await self._store.read(look)
+        if limit <= 0 or takeable == 0:
+            return Claim([], takeable)
+
+        async def take(uow: UnitOfWork) -> Claim:
+            await uow.lock(QUEUE_LOCK)
+            now = _at()
+            free = min(limit, cap - await uow.queue.held(now))
+            found = await uow.queue.takeable(now, platforms, session_id, free) if free > 0 else []
+            await uow.queue.take([turn_id for turn_id, _ in found], owner, _at(lease_seconds))
+            waiting = await uow.queue.count_takeable(now, platforms, session_id)
+            return Claim([Claimed(await uow.turns.get(turn_id), platform) for turn_id, platform in found],
+                         waiting)
+
+        return await self._store.transact(take)
+
+    async def renew(self, owner: str, turn_ids: Sequence[int], lease_seconds: float) -> list[int]:
+        """Extend the leases; the turns `owner` still holds."""
+        if not turn_ids:
+            return []
+        return await self._store.transact(
+            lambda uow: uow.queue.renew(turn_ids, owner, _at(lease_seconds)))
+
+    async def release(self, owner: str, turn_ids: Sequence[int]) -> int:
+        """Give leases back (a stop): other workers may take the turns at once."""
+        if not turn_ids:
+            return 0
+        return await self._store.transact(lambda uow: uow.queue.release(turn_ids, owner))
+
+    async def finished_among(self, turn_ids: Sequence[int]) -> list[int]:
+        if not turn_ids:
+            return []
+        return await self._store.read(lambda uow: uow.queue.finished_among(turn_ids))
+
+    async def slots_busy(self, cap: int) -> bool:
+        """True when the fleet's cap is reached: a turn queued now waits for a free slot."""
+        return await self._store.read(lambda uow: uow.queue.held(_at())) >= cap
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process changes the queue, until cancelled (PostgreSQL's
+        LISTEN; on SQLite this returns at once and workers poll)."""
+        if self._store.is_sqlite or self._store.engine is None:
+            return
+        from bot.storage.notices import listen_for_turns
+
+        await listen_for_turns(self._store.url, wake)
+
