@@ -38,7 +38,9 @@ def configured_discord() -> DiscordSettings | None:
     return discord_settings if discord_settings.token is not None else None
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, *, work: bool = True) -> int:
+    """The chat adapters, until stopped. `work=False` (`run --no-worker`): adapters only; they
+    record turns and answer at once, and `threadedit worker` processes run the turns."""
     slack, discord_settings = configured_slack(), configured_discord()
     if slack is None and discord_settings is None:
         print("No chat adapter is configured: set SLACK_BOT_TOKEN with SLACK_APP_TOKEN or "
@@ -58,15 +60,16 @@ async def run(settings: Settings) -> int:
             if slack is not None:
                 from adapters.slack.app import SlackAdapter
 
-                adapters.append(SlackAdapter(slack, app))
+                adapters.append(SlackAdapter(slack, app, work=work))
             if discord_settings is not None:
                 from adapters.discord.app import DiscordAdapter
 
-                adapters.append(DiscordAdapter(discord_settings, app))
-            started = await _start_unless_stopped(adapters, stop)
+                adapters.append(DiscordAdapter(discord_settings, app, work=work))
+            started = await start_unless_stopped(adapters, stop)
             if started is not None:
-                print(f"threadedit: started {' and '.join(started)}; engine {app.engine.name}.",
-                      file=sys.stderr, flush=True)
+                runs = (f"engine {app.engine.name}" if work
+                        else "no worker: `threadedit worker` processes run the turns")
+                print(f"threadedit: started {' and '.join(started)}; {runs}.", file=sys.stderr, flush=True)
                 await stop.wait()
         finally:  # also after a refused token: close what was opened, then say so
             for adapter in reversed(adapters):
@@ -74,7 +77,7 @@ async def run(settings: Settings) -> int:
     return 0
 
 
-async def _start_unless_stopped(adapters: list[Adapter], stop: asyncio.Event) -> list[str] | None:
+async def start_unless_stopped(adapters: list[Adapter], stop: asyncio.Event) -> list[str] | None:
     """Start every adapter at once (one platform being down must not hold up the other); None
     when a stop came first, in which case the starts still running are cancelled."""
     starting = asyncio.create_task(_start_all(adapters))

@@ -16,10 +16,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def start_run(cwd: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
-    """Start `threadedit run`; return the process and the first line it writes to stderr."""
+async def start_run(cwd: Path, env: dict[str, str], *args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """Start `threadedit run` (or `threadedit ARGS`: `run --no-worker`, `worker`); return the
+    process and the first line it writes to stderr."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "threadedit", "run", cwd=cwd, env=env,
+        sys.executable, "-m", "threadedit", *(args or ("run",)), cwd=cwd, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None
     line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 

@@ -130,7 +130,12 @@ def _parser() -> _Parser:
     x.add_argument("session", type=_session_id, help="the session number")
     x.add_argument("dir", type=Path, help="the folder to write into")
 
-    command("run", "start every configured chat adapter")
+    r = command("run", "start every configured chat adapter")
+    r.add_argument("--no-worker", dest="work", action="store_false",
+                   help="receive and record only: leave the model calls to `threadedit worker` "
+                        "processes on the same store")
+    command("worker", "run queued turns of every platform from the store and post them "
+                      "(Slack Web API, Discord REST); receives nothing")
 
     u = command("usage", "spend by workspace, user and session")
     u.add_argument("--since", type=_day, default=None, metavar="YYYY-MM-DD",
@@ -303,12 +308,18 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(cmd)
 
 
-def _run_adapters(settings: Settings) -> int:
+def _run_adapters(settings: Settings, work: bool) -> int:
     # The chat adapters live outside the core; the core never imports a platform library,
     # so they are loaded only for this command.
     from adapters.runner import run
 
-    return asyncio.run(run(settings))
+    return asyncio.run(run(settings, work=work))
+
+
+def _run_worker(settings: Settings) -> int:
+    from adapters.worker import work
+
+    return asyncio.run(work(settings))
 
 
 def _run_playground(settings: Settings, host: str, port: int) -> int:
@@ -349,10 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "store":  # needs no model engine
             return _store_copy(args, settings)
         settings.require_engine_ready()
-        if args.command in ("run", "playground"):
+        if args.command in ("run", "playground", "worker"):
             tune_allocator()  # long-running: keep resident memory near what is in use
         if args.command == "run":
-            return _run_adapters(settings)
+            return _run_adapters(settings, args.work)
+        if args.command == "worker":
+            return _run_worker(settings)
         if args.command == "playground":
             return _run_playground(settings, args.host, args.port)
         return asyncio.run(_run(args, settings))

@@ -5,24 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from urllib.parse import urlsplit
 
 import discord
 
-from adapters.backoff import network_reason, until_reachable
+from adapters.backoff import network_reason
 from adapters.discord.backend import DiscordBackend
 from adapters.discord.client import ShardedThreadeditClient, ThreadeditClient
 from adapters.discord.listeners import DiscordListeners
-from adapters.discord.settings import DISCORD_API, DiscordSettings
+from adapters.discord.login import DiscordStartError, log_in
+from adapters.discord.settings import DiscordSettings
 from bot.access import AccessPolicy
 from bot.app import App, make_chat_core
-from bot.config import ConfigError
+from bot.chat.core import ChatCore
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DiscordAdapter", "DiscordStartError", "discord_core"]
 
-class DiscordStartError(ConfigError):
-    """The bot could not log in or connect; the message is one sentence for the operator."""
+
+def discord_core(app: App, backend: DiscordBackend, settings: DiscordSettings, *,
+                 progress_interval: float, work: bool = True) -> ChatCore:
+    """The core Discord's posts go through, with the settings' roles and channels: one recipe for
+    the adapter and for a worker that only posts (adapters.discord.delivery)."""
+    return make_chat_core(
+        app, backend, AccessPolicy(approver_roles=settings.approver_roles,
+                                   settings_roles=settings.settings_roles),
+        allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval,
+        work=work)
 
 
 class _OneLineReconnects(logging.Filter):
@@ -55,11 +64,8 @@ class DiscordAdapter:
         self.client = kind(api_base=settings.api_base, message_content=settings.message_content,
                            deliveries=app.deliveries, registers_commands=settings.runs_shard_zero, **shards)
         self.backend = DiscordBackend(self.client)
-        self.core = make_chat_core(
-            app, self.backend, AccessPolicy(approver_roles=settings.approver_roles,
-                                            settings_roles=settings.settings_roles),
-            allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval,
-            work=work)
+        self.core = discord_core(app, self.backend, settings, progress_interval=progress_interval,
+                                 work=work)
         self.client.listeners = DiscordListeners(self.client, self.core)
         self._task: asyncio.Task[None] | None = None
         self._previous_base = discord.http.Route.BASE
@@ -70,10 +76,7 @@ class DiscordAdapter:
 
         While Discord cannot be reached this retries with backoff, one line per retry; a token
         Discord refuses is a sentence. Cancelling it (a stop) ends it at once."""
-        assert self.settings.token is not None
-        # discord.py reads its REST base from a class attribute: one API base per process.
-        discord.http.Route.BASE = self.settings.api_base
-        await until_reachable(self._login, self._unreachable)
+        await log_in(self.client, self.settings)
         self._task = asyncio.create_task(self._connect())
         ready = asyncio.create_task(self.client.wait_until_ready())
         try:
@@ -88,36 +91,6 @@ class DiscordAdapter:
                 else "; message content intent off: replies must mention the bot")
         shards = f"; {self.settings.shards_text}" if self.settings.sharded else ""
         return f"Discord (as {self.client.user}{shards}{mode})"
-
-    async def _login(self) -> None:
-        assert self.settings.token is not None
-        host = self._host()
-        try:
-            await self.client.login(self.settings.token.get_secret_value())
-        except discord.LoginFailure:
-            raise DiscordStartError("Discord refused DISCORD_TOKEN; copy the bot token again from "
-                                    "the Developer Portal (Bot → Reset Token).") from None
-        except Exception as exc:
-            # discord.py opens a new HTTP session (on its connector) at every login: close this
-            # one, and let the next login make a new connector, so nothing is left unclosed.
-            await self.client.http.close()
-            self.client.http.connector = discord.utils.MISSING
-            if self._unreachable(exc) is None and isinstance(exc, discord.HTTPException):
-                raise DiscordStartError(
-                    f"Discord answered HTTP {exc.status} at {host} while logging in; check "
-                    f"DISCORD_API_BASE (the default is {DISCORD_API}).") from None
-            raise
-
-    def _host(self) -> str:
-        return urlsplit(self.settings.api_base).netloc or self.settings.api_base
-
-    def _unreachable(self, exc: Exception) -> str | None:
-        if (reason := network_reason(exc)) is not None:
-            return (f"Discord is unreachable at {self._host()} ({reason}); check the network, "
-                    "a proxy, or DISCORD_API_BASE")
-        if isinstance(exc, discord.DiscordServerError):
-            return f"Discord answered HTTP {exc.status} at {self._host()}"
-        return None
 
     async def _connect(self) -> None:
         try:

@@ -19,6 +19,7 @@ from adapters.slack.settings import SlackSettings
 from adapters.slack.startup import SlackStartError, SocketModeHandler, check_bot_token, check_token_kinds
 from bot.access import AccessPolicy
 from bot.app import App, make_chat_core
+from bot.chat.core import ChatCore
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,17 @@ def web_client(settings: SlackSettings) -> AsyncWebClient:
         retry_handlers=[AsyncConnectionErrorRetryHandler(),
                         AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
     )
+
+
+def slack_core(app: App, backend: SlackBackend, settings: SlackSettings, *,
+               progress_interval: float, work: bool = True) -> ChatCore:
+    """The core Slack's posts go through, with the settings' approvers and channels: one recipe for
+    the adapter and for a worker that only posts (adapters.slack.delivery)."""
+    return make_chat_core(
+        app, backend, AccessPolicy(approvers=settings.approvers or None,
+                                   settings_changers=settings.settings_changers or None),
+        allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval,
+        work=work)
 
 
 class _DropTokenSkippedWarning(logging.Filter):
@@ -53,11 +65,8 @@ class SlackAdapter:
         self.settings = settings
         client = web_client(settings)
         self.backend = SlackBackend(client)
-        self.core = make_chat_core(
-            app, self.backend, AccessPolicy(approvers=settings.approvers or None,
-                                            settings_changers=settings.settings_changers or None),
-            allowed_channels=settings.allowed_channels or None, progress_interval=progress_interval,
-            work=work)
+        self.core = slack_core(app, self.backend, settings, progress_interval=progress_interval,
+                               work=work)
         self.files = files or SlackFiles(settings.bot_token.get_secret_value(),
                                          settings.file_origins, client=client)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
