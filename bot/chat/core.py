@@ -195,6 +195,21 @@ class ChatCore:
                                               message_id, session.id, turn.id, PROGRESS)
         finally:
             posted.set()
+            if not self.pipeline.work:  # the fleet's workers run it: nothing here waits for this
+                self._progress_posted.pop(turn.id, None)
+        await self._catch_up(session, turn, message_id)
+
+    async def _catch_up(self, session: Session, turn: Turn, message_id: str) -> None:
+        """A worker in another process may have finished the turn before this process recorded
+        its progress line (the platform was slow to take the post): that worker could not find
+        the line to update, so the line is brought to the outcome here."""
+        result = await self.service.result_of(turn.id)
+        if result.status in ("queued", "running"):
+            return  # whoever finishes it will find the line
+        text = (presenter.ready_line(result.version) if result.version is not None
+                else presenter.addressed(result.author, presenter.no_version_line(result, self.offline)))
+        with contextlib.suppress(Exception):  # progress is best effort
+            await self.backend.update_text(session.key, message_id, text)
 
     # Reactions and buttons
 
@@ -307,7 +322,7 @@ class ChatCore:
         # Read before the model call can have made the version (it runs meanwhile).
         spot = await self.reads.queue_spot(turn)
         session, version = spot.session, spot.next_version
-        posted = self._progress_posted.pop(turn.id, None)
+        posted = self._progress_posted.get(turn.id)
         if posted is not None:
             await posted.wait()
             message_id = await self.deliveries.progress_post(turn.id)
@@ -344,6 +359,11 @@ class ChatCore:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
         posts = await self.deliveries.turn_posts(result.turn_id)
+        if self._progress_posted.pop(result.turn_id, None) is None and posts.progress is None:
+            # Recorded by another process, which may still be posting its line: find it, so the
+            # outcome replaces the line instead of leaving it at "Working" above the version.
+            if await self._progress_post_of(result.turn_id) is not None:
+                posts = await self.deliveries.turn_posts(result.turn_id)
         key, progress_id = posts.key, posts.progress
         if result.status != "ok":
             text = presenter.addressed(result.author, presenter.no_version_line(result, self.offline))
