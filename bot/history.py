@@ -24,7 +24,7 @@ def _version_info(state: SessionState, blobs: BlobStore, t: Turn) -> VersionInfo
         version=t.version, parent=state.parent_version(t),
         instruction=shown_instruction(t, state.parent_version(t)),
         author=t.author, kind=t.kind.value, approved=bool(approvers), approved_by=approvers,
-        image_path=blobs.path(t.image_blob), mime=t.image_mime or "image/jpeg",
+        image_path=blobs.local_file(t.image_blob), mime=t.image_mime or "image/jpeg",
         model=t.model, aspect_ratio=t.aspect_ratio, image_size=t.image_size,
         created_at=t.created_at, finished_at=t.finished_at, text=t.text_reply,
     )

@@ -13,6 +13,7 @@ as it is sent, so a 10 MB request waiting on the model holds kilobytes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,10 +54,13 @@ class ModelCall:
         """The request for `turn` on `path`. Raises EngineError("context_too_large") when even a
         re-anchored request would be over the model's limits, before anything is sent."""
         config = generation_config(turn.model, turn.aspect_ratio, turn.image_size)
-        plan = self.planner.plan(turn.model, path, turn.user_content, force_anchor=force_anchor)
+        # Off the event loop: measuring reads every image of the path, which on a machine new to
+        # the session downloads them from the image store (S3) first.
+        plan = await asyncio.to_thread(self.planner.plan, turn.model, path, turn.user_content,
+                                       force_anchor=force_anchor)
         prepared = await self._prepared(turn, plan, config)
         if not plan.anchored and path and await self._counted_over(turn, prepared):
-            plan = self.planner.anchored(turn.model, path, turn.user_content)
+            plan = await asyncio.to_thread(self.planner.anchored, turn.model, path, turn.user_content)
             prepared = await self._prepared(turn, plan, config)
         problem = self.planner.hard_limit_sentence(turn.model, prepared.size)
         if problem:

@@ -165,7 +165,7 @@ class TurnRunner:
             instruction=shown_instruction(turn, parent_version), author=turn.author, model=turn.model,
             aspect_ratio=turn.aspect_ratio, image_size=turn.image_size, version=turn.version,
             parent_version=parent_version,
-            image_path=self.blobs.path(turn.image_blob) if turn.image_blob else None,
+            image_path=await self.blobs.local_path(turn.image_blob) if turn.image_blob else None,
             mime=turn.image_mime, text=turn.text_reply, reason=turn.reason, message=turn.message,
             condensed=turn.anchor_content is not None,
         )

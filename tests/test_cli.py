@@ -246,9 +246,9 @@ async def test_the_largest_id_sqlite_holds_is_a_session_that_does_not_exist(cli:
         "usage: threadedit playground [-h] [--host HOST] [--port PORT]",
         "threadedit playground: 'http' is not a port number from 0 to 65535."]),
     ([], ["threadedit: say which command to run; the commands are edit, retry, undo, revert, approve, "
-          "history, export, run, usage, playground, store (threadedit --help says what each does)."]),
+          "history, export, run, worker, usage, playground, store (threadedit --help says what each does)."]),
     (["histroy", "1"], ["threadedit: 'histroy' is not a threadedit command; the commands are edit, retry, "
-                        "undo, revert, approve, history, export, run, usage, playground, store "
+                        "undo, revert, approve, history, export, run, worker, usage, playground, store "
                         "(threadedit --help says what each does)."]),
 ])
 async def test_argument_errors_show_the_commands_own_usage_and_one_sentence(cli: Cli, args, lines):
@@ -273,7 +273,7 @@ def test_every_argument_of_every_command_has_help() -> None:
 
     commands = _parser().commands
     assert set(commands) == {"edit", "retry", "undo", "revert", "approve", "history", "export", "run",
-                             "usage", "playground", "store"}
+                             "worker", "usage", "playground", "store"}
     nested = {f"{name} {sub}": p for name, c in commands.items() for a in c._actions
               if isinstance(a, argparse._SubParsersAction) for sub, p in a.choices.items()}
     assert set(nested) == {"store copy"}

@@ -296,7 +296,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             "history": lambda a: a.service.history(args.session),
         }
         if cmd in ops:
-            return _print_history(await ops[cmd](app), args.json)
+            view = await ops[cmd](app)
+            # The paths printed are files on this machine: with an S3 image store, fetch the
+            # ones this machine has not cached yet (a version's file is named by its key).
+            for v in view.versions:
+                await app.blobs.local_path(v.image_path.name)
+            return _print_history(view, args.json)
         if cmd == "usage":
             since = args.since or (datetime.now(UTC).date() - timedelta(days=30)).isoformat()
             return _print_usage(await UsageLedger(app.store).report(since), since, args.json)

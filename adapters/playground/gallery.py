@@ -98,7 +98,7 @@ async def version_image(request: web.Request) -> web.StreamResponse:
     turn = await _version(request)
     assert turn.image_blob is not None
     ext = turn.image_blob.rsplit(".", 1)[-1]
-    return web.FileResponse(_pg(request).blobs.path(turn.image_blob), headers={
+    return web.FileResponse(await _pg(request).blobs.local_path(turn.image_blob), headers={
         "Content-Type": turn.image_mime or "image/jpeg", "Cache-Control": IMMUTABLE,
         "Content-Disposition": f'inline; filename="v{turn.version}.{ext}"'})
 
