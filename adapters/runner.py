@@ -49,11 +49,7 @@ async def run(settings: Settings, *, work: bool = True) -> int:
               file=sys.stderr)
         return 2
     # Handlers first: a stop while adapters start (or wait for their platform) is a clean stop too.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with open_app(settings) as app:
         adapters: list[Adapter] = []
         try:
@@ -75,6 +71,16 @@ async def run(settings: Settings, *, work: bool = True) -> int:
             for adapter in reversed(adapters):
                 await adapter.aclose()
     return 0
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT (Ctrl-C) or SIGTERM (systemd, docker, honcho): a clean stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 async def start_unless_stopped(adapters: list[Adapter], stop: asyncio.Event) -> list[str] | None:

@@ -10,14 +10,11 @@ gives its leases back, so another worker takes the turns it was running.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 import sys
 
 from adapters.discord.settings import DiscordSettings
-from adapters.runner import Adapter, start_unless_stopped
+from adapters.runner import Adapter, start_unless_stopped, stop_on_signals
 from adapters.slack.settings import SlackSettings
 from bot.app import App, open_app
 from bot.chat.core import ChatCore
@@ -62,11 +59,7 @@ def configured_deliveries(app: App) -> list[Delivery]:
 
 
 async def work(settings: Settings) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()  # first: a stop while deliveries start is a clean stop too
     async with open_app(settings) as app:
         deliveries = configured_deliveries(app)
         pipeline: TurnPipeline | None = None

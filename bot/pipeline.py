@@ -98,24 +98,29 @@ class TurnPipeline:
     # What adapters call
 
     def start(self) -> None:
-        """Start claiming (and renewing, and listening for news of the queue). Idempotent."""
-        if self._loops:
+        """Start claiming (and renewing, and listening for news of the queue). Idempotent; an
+        ingress's pipeline (`work=False`) has nothing to do."""
+        if self._loops or not self.work:
             return
-        self._loops = [asyncio.create_task(self._claim_loop(), name="turn-claims")]
-        if self.work:
-            self._loops += [asyncio.create_task(self._renew_loop(), name="turn-leases"),
-                            asyncio.create_task(self.leases.listen(self.wake), name="turn-notices")]
+        self._loops = [asyncio.create_task(self._claim_loop(), name="turn-claims"),
+                       asyncio.create_task(self._renew_loop(), name="turn-leases"),
+                       asyncio.create_task(self.leases.listen(self.wake), name="turn-notices")]
 
     def wake(self) -> None:
         self._wake.set()
 
     def submit(self, turn: Turn) -> asyncio.Future[TurnResult]:
         """A turn the service recorded as queued: look for work now. The future is the turn's
-        result, whichever process runs it (adapters need not await it)."""
+        result, whichever process runs it (adapters need not await it); with `work=False` it is
+        never resolved."""
         fut = self._done.get(turn.id)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             fut.add_done_callback(_mark_retrieved)
+            if not self.work:
+                # An ingress hands turns to the fleet's workers and waits for none of them:
+                # watching each until it finished would only read (and on S3 fetch) its result.
+                return fut
             self._done[turn.id] = fut
         self.start()
         self.wake()
@@ -157,8 +162,7 @@ class TurnPipeline:
         while not self._closing:
             self._wake.clear()
             try:
-                if self.work:
-                    await self._claim()
+                await self._claim()
                 await self._settle_watched()
                 wait = self.leases.poll_seconds
             except Exception as exc:  # the store is down: keep what runs, look again soon

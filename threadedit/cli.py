@@ -256,13 +256,25 @@ def _print_history(view: HistoryView, as_json: bool) -> int:
     return 0
 
 
+# Platforms whose outcomes are read from the store, not posted: the CLI may run their turns. A
+# Slack or Discord session's turn is left to the process serving that platform, which posts it.
+READ_FROM_THE_STORE = frozenset({"cli", "playground"})
+
+
 async def _run_queued(app: App, turn: Turn) -> TurnResult:
     """Run the turn through the store's queue, as every process does: after the session's earlier
     turns, never while another process (a playground, a worker) holds it, and by whichever takes
-    it first; this process takes only this session's turns."""
+    it first; this process takes only this session's turns, and only if nothing must be posted."""
     s = app.settings
-    pipeline = TurnPipeline(app.service, session_id=turn.session_id, max_concurrency=s.max_concurrency,
-                            lease_seconds=s.lease_seconds, max_age_seconds=s.resume_max_age_seconds)
+    session = await app.reads.session(turn.session_id)
+    if session.key.platform not in READ_FROM_THE_STORE:
+        print(f"Session {session.id} is a {session.key.platform} thread: the instruction is queued "
+              f"for the process serving {session.key.platform}, which posts the result there. "
+              "Waiting for it (Ctrl-C stops waiting; the instruction stays queued).",
+              file=sys.stderr, flush=True)
+    pipeline = TurnPipeline(app.service, session_id=turn.session_id, platforms=READ_FROM_THE_STORE,
+                            max_concurrency=s.max_concurrency, lease_seconds=s.lease_seconds,
+                            max_age_seconds=s.resume_max_age_seconds)
     try:
         return await pipeline.submit(turn)
     finally:

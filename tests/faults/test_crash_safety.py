@@ -26,6 +26,9 @@ class BotProcess:
     """`threadedit run` in HTTP mode, as an operator would start it."""
 
     def __init__(self, tmp: Path, slack: FakeSlack, gemini: FakeGemini, **env: str) -> None:
+        # A killed process's turn is taken again once its lease ran out: the shortest lease
+        # allowed, so that wait is seconds rather than the default 30.
+        env.setdefault("THREADEDIT_LEASE_SECONDS", "3")
         self.port = free_port()
         self.env = _env(tmp, SLACK_BOT_TOKEN=TOKEN, SLACK_SIGNING_SECRET=SECRET,
                         SLACK_API_URL=slack.api_url, THREADEDIT_PORT=str(self.port),
