@@ -224,6 +224,58 @@ async def test_postgresql_restarted_mid_run_loses_nothing(
     await _one_turn_each(slack, gemini, url, mentions)
 
 
+async def _stderr_until(proc: asyncio.subprocess.Process, words: str) -> list[str]:
+    """The lines a process writes to stderr up to the one holding `words`."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    async with asyncio.timeout(WITHIN):
+        while not seen or words not in seen[-1]:
+            line = (await proc.stderr.readline()).decode()
+            assert line, "".join(seen)  # the process ended
+            seen.append(line)
+    return seen
+
+
+async def test_postgresql_down_past_the_store_retries_is_a_line_and_the_turn_runs_again(
+        tmp_path: Path, slack: FakeSlack, gemini: FakeGemini, own_cluster: Cluster):
+    url = own_cluster.new_database()
+    env = {**_http_env(tmp_path, slack, gemini, url), "THREADEDIT_LEASE_SECONDS": "3"}
+    gemini.hold = asyncio.Event()
+    [ingress], [worker] = await _fleet(tmp_path, env, 1, 1)
+    running = Mention("1700000600.000100", "1700000600.000100", "a poster through a long outage")
+    down = Mention("1700000700.000100", "1700000700.000100", "a poster asked during a long outage")
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            assert (await _deliver(http, ingress, _envelope(running.event(), "EvLONG")))[0] == 200
+            await eventually(lambda: _asked(gemini, running.text) == 1, within=WITHIN)
+            await asyncio.to_thread(own_cluster.stop_server)
+            gemini.hold.set()  # the model answers; the store stays down past every retry
+            # Slack's ack comes at once; recording the mention then fails once the store gave up.
+            assert (await _deliver(http, ingress, _envelope(down.event(), "EvDOWN")))[0] == 200
+            said = await asyncio.gather(_stderr_until(ingress.proc, "slack listener failed"),
+                                        _stderr_until(worker, "runs again once its lease runs out"))
+            for lines in said:
+                assert "Traceback" not in "".join(lines), "".join(lines)
+            gave_up = said[1][-1]
+            assert gave_up.startswith("WARNING bot.pipeline: turn 1: Cannot open the store: "), gave_up
+            await asyncio.to_thread(own_cluster.start_server)
+            await eventually(lambda: _done(slack, running.thread), within=WITHIN)
+    finally:
+        gemini.hold.set()
+        await _stop_clean([ingress.proc, worker])
+    # The running turn's answer was lost with the store (it could not be recorded), so the turn ran
+    # again once its lease ran out: Gemini was asked twice, the thread shows it once, as v1.
+    assert _asked(gemini, running.text) == 2
+    versions = _versions(slack, running.thread)
+    assert len(versions) == 1
+    assert [m["text"] for m in _bot_posts(slack, running.thread) if m not in versions] == ["v1 is ready."]
+    assert (await _versions_recorded(url))[running.thread] == [1]
+    # The mention that arrived while the store was down was acknowledged before it could be
+    # recorded, so Slack will not send it again: it is lost. Asserted so that a change here (the
+    # ingress recording before it acks, or retrying for longer) is seen and this test updated.
+    assert _bot_posts(slack, down.thread) == []
+
+
 # 4. The S3 endpoint down during a turn: a sentence in the thread; Retry works once it is back
 
 async def test_the_image_store_down_during_a_turn_fails_it_with_a_sentence_and_retry_works_after(
