@@ -1,23 +1,28 @@
 """Faults, proven across processes (issue 14): a fleet of real `python -m threadedit` processes on one
 store, the fakes on 127.0.0.1, and something going wrong mid-run: a Slack retry landing on the
-other replica, a worker killed with SIGKILL mid-call, PostgreSQL restarted, the S3 endpoint down,
-two processes on one SQLite data directory. Each test checks what a user sees (thread posts, the
-playground's page) and what went on the wire (Gemini's requests), and that every process still
-running stops with exit 0 on SIGTERM, without a traceback and without a secret in its output."""
+other replica, a worker killed with SIGKILL mid-call, PostgreSQL restarted (and down past the
+store's retries), the S3 endpoint down, two processes on one SQLite data directory. Each test
+checks what a user sees (thread posts, the playground's page) and what went on the wire (Gemini's
+requests), and that every process still running stops with exit 0 on SIGTERM, without a
+traceback and without a secret in its output."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import httpx
 import pytest
+from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 
 from bot.storage.engine import make_engine
@@ -27,7 +32,7 @@ from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.slack_server import FakeSlack
 from tests.postgres import DATABASE_URL_ENV, Cluster, require_postgres
 from tests.processes import free_port, run_to_end, start_playground, start_run, stop
-from tests.slack_harness import CHANNEL, SECRET, TOKEN, eventually
+from tests.slack_harness import SECRET, TOKEN, block_actions, eventually
 from tests.test_cli import _env
 from tests.test_s3_blobs import BUCKET, S3, s3  # noqa: F401 - s3 is the moto server fixture
 from tests.test_s3_blobs import SECRET as S3_SECRET
@@ -314,27 +319,11 @@ async def test_the_image_store_down_during_a_turn_fails_it_with_a_sentence_and_r
 
 
 async def _click(http: httpx.AsyncClient, replica: Replica, message: dict, label: str) -> int:
-    """A button click as Slack sends it over HTTP (a form-encoded `payload`, signed)."""
-    import json
-    import time
-    from urllib.parse import quote
-
-    from slack_sdk.signature import SignatureVerifier
-
-    button = next(e for b in message["blocks"] if b["type"] == "actions"
-                  for e in b["elements"] if e["text"]["text"] == label)
-    payload = {"type": "block_actions", "user": {"id": "UANA", "team_id": "T1"}, "team": {"id": "T1"},
-               "api_app_id": "A1", "token": "x", "trigger_id": "1.2", "channel": {"id": CHANNEL},
-               "container": {"type": "message", "message_ts": message["ts"], "channel_id": CHANNEL,
-                             "is_ephemeral": False, "thread_ts": message.get("thread_ts") or message["ts"]},
-               "message": message, "response_url": "http://127.0.0.1:9/r",
-               "actions": [{"action_id": button["action_id"], "value": button.get("value", ""),
-                            "block_id": "b", "type": "button", "action_ts": f"{time.time():.6f}"}]}
-    body, ts = "payload=" + quote(json.dumps(payload)), str(int(time.time()))
+    """A button click as Slack sends it over HTTP: a signed, form-encoded `payload`."""
+    body, ts = "payload=" + quote(json.dumps(block_actions(message, label))), str(int(time.time()))
     headers = {"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": ts,
                "x-slack-signature": SignatureVerifier(SECRET).generate_signature(timestamp=ts, body=body)}
-    r = await http.post(replica.url, content=body.encode(), headers=headers)
-    return r.status_code
+    return (await http.post(replica.url, content=body.encode(), headers=headers)).status_code
 
 
 # 5. SQLite, one data directory: two playgrounds, and the CLI beside a playground
