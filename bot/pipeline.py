@@ -27,6 +27,7 @@ from bot.domain import Turn
 from bot.leases import Claimed, LeaseLost
 from bot.results import TurnResult
 from bot.service import EditService
+from bot.storage.db import StoreUnavailable
 
 log = logging.getLogger(__name__)
 # A store that does not answer (a PostgreSQL restart) is looked at again after this long.
@@ -227,6 +228,14 @@ class TurnPipeline:
         except LeaseLost:
             # It stalled past its lease and another worker took the turn: that one posts it.
             log.warning("turn %s: lease lost; the worker that holds it finishes it", turn.id)
+            return
+        except StoreUnavailable as exc:
+            # The store stayed down past its retries (a long database outage): the turn keeps its
+            # state, and its lease, no longer renewed, runs out; then any worker takes it again.
+            log.warning("turn %s: %s The turn runs again once its lease runs out.", turn.id, exc)
+            self._done.pop(turn.id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
             return
         except Exception as exc:  # the service records failures; this is a last guard
             log.exception("turn %s crashed in the pipeline", turn.id)

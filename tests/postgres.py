@@ -86,6 +86,7 @@ class Cluster:
         self._as_postgres = os.geteuid() == 0
         self._started = False
         self._watchdog: subprocess.Popen[bytes] | None = None
+        self._options = ""  # the server's command-line options, to start it again the same way
 
     def _command(self, *args: str) -> list[str]:
         cmd = [str(self.bin_dir / args[0]), *args[1:]]
@@ -107,7 +108,7 @@ class Cluster:
         atexit.register(self.stop)  # also when the run is interrupted (Ctrl-C)
         for attempt in range(3):  # a free port may be taken between choosing and binding
             self.port = free_port()
-            options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
+            self._options = options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                        "-c max_connections=200")
             try:
@@ -131,6 +132,16 @@ class Cluster:
                   f"{stop} >/dev/null 2>&1; rm -rf {shlex.quote(str(self.root))}")
         self._watchdog = subprocess.Popen(["sh", "-c", script], start_new_session=True,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop_server(self) -> None:
+        """Stop the server as in a failover or an upgrade (fast: sessions are cut off); the data
+        stays, and `start_server` brings it back on the same port."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def start_server(self) -> None:
+        """Start the stopped server again; returns once it accepts connections."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self._options, "-w",
+                  "-t", str(_START_TIMEOUT_SECONDS), "start")
 
     def stop(self) -> None:
         if self._watchdog is not None:

@@ -160,20 +160,7 @@ class Harness:
                                  "event_ts": str(time.time())})
 
     async def click(self, message: dict, label: str, user: str = "UANA") -> Any:
-        button = next(e for b in message["blocks"] if b["type"] == "actions"
-                      for e in b["elements"] if e["text"]["text"] == label)
-        payload = {"type": "block_actions", "user": {"id": user, "team_id": "T1"},
-                   "team": {"id": "T1"}, "api_app_id": "A1", "token": "x", "trigger_id": "1.2",
-                   "channel": {"id": CHANNEL},
-                   "container": {"type": "message", "message_ts": message["ts"],
-                                 "channel_id": CHANNEL, "is_ephemeral": False,
-                                 # as Slack sends it for a message in a thread (real/slack/s06)
-                                 **({"thread_ts": message["thread_ts"]} if message.get("thread_ts")
-                                    else {})},
-                   "message": message, "response_url": "http://127.0.0.1:9/r",
-                   "actions": [{"action_id": button["action_id"], "value": button.get("value", ""),
-                                "block_id": "b", "type": "button",
-                                "action_ts": f"{time.time():.6f}"}]}
+        payload = block_actions(message, label, user)
         delivery = f"action:{payload['actions'][0]['action_ts']}"
         if self.socket_mode:
             return self._accepted(await self.over_socket(payload, "interactive"), delivery)
@@ -196,6 +183,24 @@ class Harness:
         has been handled, and no turn is queued or running."""
         await self.handled_all()
         await self.adapter.core.pipeline.join()
+
+
+def block_actions(message: dict, label: str, user: str = "UANA") -> dict[str, Any]:
+    """The interaction payload Slack sends when `user` clicks the button `label` on `message`."""
+    button = next(e for b in message["blocks"] if b["type"] == "actions"
+                  for e in b["elements"] if e["text"]["text"] == label)
+    return {"type": "block_actions", "user": {"id": user, "team_id": "T1"},
+            "team": {"id": "T1"}, "api_app_id": "A1", "token": "x", "trigger_id": "1.2",
+            "channel": {"id": CHANNEL},
+            "container": {"type": "message", "message_ts": message["ts"],
+                          "channel_id": CHANNEL, "is_ephemeral": False,
+                          # as Slack sends it for a message in a thread (real/slack/s06)
+                          **({"thread_ts": message["thread_ts"]} if message.get("thread_ts")
+                             else {})},
+            "message": message, "response_url": "http://127.0.0.1:9/r",
+            "actions": [{"action_id": button["action_id"], "value": button.get("value", ""),
+                         "block_id": "b", "type": "button",
+                         "action_ts": f"{time.time():.6f}"}]}
 
 
 async def _no_sleep(_: float) -> None:

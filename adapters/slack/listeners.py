@@ -121,11 +121,14 @@ def register(app: AsyncApp, core: ChatCore, files: SlackFiles) -> None:
             await ack()  # the browser opens the link; nothing to do here
 
     @app.error
-    async def on_error(error: Exception, body: dict[str, Any], logger: Any) -> BoltResponse:
+    async def on_error(error: Exception, body: dict[str, Any], logger: Any,
+                       response: BoltResponse | None = None) -> BoltResponse | None:
         # Unhandled events (message_changed, channel_join, ...) must still get a 200, or Slack
         # counts failures and may disable the subscription.
         if type(error).__name__ != "BoltUnhandledRequestError":
             logger.error("slack listener failed: %s", type(error).__name__)
         else:
             core.delivery_finished(delivery_id(body))  # no listener: handled by ignoring it
-        return BoltResponse(status=200, body="")
+        # A listener that failed after its ack (the store down past its retries) has no answer
+        # left to give: Bolt then passes no response, and refuses one returned (a traceback).
+        return BoltResponse(status=200, body="") if response is not None else None

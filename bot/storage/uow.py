@@ -149,7 +149,11 @@ class Store:
             except DBAPIError as exc:
                 if _is_unusable(exc):
                     raise store_error(self.url, exc) from exc
-                if not _retryable(exc) or attempt == RETRY_ATTEMPTS:
+                if not _retryable(exc):
+                    raise
+                if attempt == RETRY_ATTEMPTS:
+                    if exc.connection_invalidated:  # still unreachable: where and why, in one sentence
+                        raise store_error(self.url, exc) from exc
                     raise
                 self.retries += 1
                 wait = min(RETRY_MAX_WAIT, RETRY_FIRST_WAIT * 2 ** attempt) * random.uniform(0.8, 1.2)
