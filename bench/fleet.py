@@ -37,7 +37,7 @@ from sqlalchemy import select
 
 from bench import charts, report
 from bench.common import Run
-from bench.fleet_procs import CpuMeter, child_env, postgres, start_many, stop_all
+from bench.fleet_procs import CpuMeter, child_env, postgres, process_cpu_seconds, start_many, stop_all
 from bench.fleet_slack import first_answers
 from bench.processes import FakeModel, fake_model
 from bench.wiring import bench_app, instruction
@@ -56,8 +56,8 @@ KILLED_CALL_S = 2.0
 
 
 def _sizes(quick: bool) -> dict[str, Any]:
-    if quick:  # about 40 s on two cores, most of it starting processes
-        return {"sessions": 24, "turns": 3, "latency": 0.5, "workers": (1, 2), "mentions": 10,
+    if quick:  # about 30 s on two cores, most of it starting processes (tests/test_bench.py)
+        return {"sessions": 16, "turns": 3, "latency": 0.5, "workers": (2,), "mentions": 10,
                 "lease": 3.0}
     return {"sessions": 100, "turns": 3, "latency": 2.0, "workers": (1, 2, 4), "mentions": 50,
             "lease": 30.0}
@@ -191,10 +191,14 @@ async def _throughput(ctx: Run, database_url: str, fake: FakeModel, workers: int
         try:
             await fake.reset()
             first = (await fake.stats())["count"]
-            cpu = CpuMeter()
+            cpu, fake_cpu0, bench_cpu0 = CpuMeter(), process_cpu_seconds(fake.proc.pid), time.process_time()
+            workers_cpu0 = sum(c.cpu_seconds() for c in children)
             driven = await _drive(app, database_url, sessions, turns_each,
                                   within=30 + 4 * sessions * turns_each * latency / CAP)
             machine_busy = cpu.busy()
+            cpu_s = {"workers": sum(c.cpu_seconds() for c in children) - workers_cpu0,
+                     "fake model": process_cpu_seconds(fake.proc.pid) - fake_cpu0,
+                     "benchmark": time.process_time() - bench_cpu0}
             stats = await fake.stats(first)
         finally:
             codes = await stop_all(children)
@@ -207,7 +211,7 @@ async def _throughput(ctx: Run, database_url: str, fake: FakeModel, workers: int
         "turns_total": total, "turns_ok": driven["statuses"].get("ok", 0),
         "statuses": driven["statuses"], "model_calls": len(calls), "wall_s": driven["wall_s"],
         "ideal_s": ideal, "ratio": driven["wall_s"] / ideal, "peak_calls": stats["max_in_flight"],
-        "machine_cpu_busy": machine_busy,
+        "machine_cpu_busy": machine_busy, "cpu_s": cpu_s,
         "slot_use": sum(c["t_end"] - c["t_start"] for c in calls) / (driven["wall_s"] * CAP),
         "turns_per_worker": [by_pid.get(c.pid, 0) for c in children],
         "clean_stops": all(code == 0 for code in codes) and not any(c.tracebacks() for c in children),
@@ -320,7 +324,8 @@ def _print(r: dict[str, Any], quick: bool) -> None:
     for t in r["throughput"]:
         print(f"{t['workers']} worker(s): turns taken per worker {t['turns_per_worker']}, "
               f"{t['model_calls']} model calls, outcomes {t['statuses']}; model slots in use "
-              f"{t['slot_use']:.0%} of the time; machine CPU busy {t['machine_cpu_busy']:.0%}; "
+              f"{t['slot_use']:.0%} of the time; machine CPU busy {t['machine_cpu_busy']:.0%} (CPU s: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in t["cpu_s"].items()) + "); "
               f"{'clean stops' if t['clean_stops'] else 'a worker did not stop cleanly (see logs)'}.")
     for f in answers:
         print(f"First answers with {f['workers']} workers: {f['note']}")

@@ -81,6 +81,10 @@ class Child:
             await self._copy
         return code
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time this process has used so far (0 once it has ended)."""
+        return process_cpu_seconds(self.pid)
+
     def tracebacks(self) -> bool:
         return "Traceback" in self.log.read_text(errors="replace")
 
@@ -147,6 +151,16 @@ class TimedSlack(FakeSlack):
             self.first_post[thread] = time.monotonic()
             self.posted.set()
         return answer
+
+
+def process_cpu_seconds(pid: int) -> float:
+    try:
+        # After the command, which is in parentheses and may hold spaces: utime and stime are the
+        # 12th and 13th fields (the 14th and 15th of the whole line).
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_jiffies() -> tuple[int, int]:

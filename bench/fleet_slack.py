@@ -73,12 +73,13 @@ async def first_answers(ctx: Run, database_url: str, fake: FakeModel, mentions: 
             async with httpx.AsyncClient(trust_env=False, timeout=30,
                                          limits=httpx.Limits(max_connections=mentions)) as http:
                 await _warm_up(http, slack, ports)
-                cpu = CpuMeter()
+                cpu, cpu0 = CpuMeter(), [c.cpu_seconds() for c in children]
                 sent = await asyncio.gather(*(
                     _deliver(http, f"http://127.0.0.1:{ports[n % 2]}/slack/events", _envelope(n, t))
                     for n, t in enumerate(threads)))
                 await _posted_in(slack, threads, within=30)
                 machine_busy = cpu.busy()
+                used = [c.cpu_seconds() - c0 for c, c0 in zip(children, cpu0, strict=True)]
             # The turns run to their end too (a check that the fleet did the work, not timed).
             left = (await _unfinished_left(app, deadline=time.monotonic() + 30 + 8 * mentions / cap)
                     if workers else None)
@@ -98,7 +99,8 @@ async def first_answers(ctx: Run, database_url: str, fake: FakeModel, mentions: 
         "note": (f"{ok}/{mentions} POSTs answered 200 (p95 {report.p95(acks):.2f} s)"
                  + (f"; {mentions - left}/{mentions} turns then ran to their end on the {workers} "
                     "workers" if left is not None else "; no workers (the turns stayed queued)")
-                 + f"; machine CPU busy {machine_busy:.0%} until the last first post."),
+                 + f"; until the last first post, machine CPU busy {machine_busy:.0%}, CPU s: replicas "
+                 f"{sum(used[:2]):.1f}, workers {sum(used[2:]):.1f}."),
         "pass": len(waits) == mentions and p95 < TARGET_P95_S,
     }
 
