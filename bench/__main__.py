@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import memory, report, request_size, startup, throughput, turn_time
+from bench import fleet, memory, report, request_size, startup, throughput, turn_time
 from bench.common import Run
 from bench.processes import PROXY_VARS, REPO
 
@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "throughput": throughput.run,
     "memory": memory.run,
     "startup": startup.run,
+    "fleet": fleet.run,
 }
 NUMBERS = {str(n): name for n, name in enumerate(BENCHMARKS, 1)}
 
@@ -63,7 +64,8 @@ def _names(given: list[str]) -> list[str]:
     for g in given:
         name = NUMBERS.get(g, g.replace("-", "_"))
         if name not in BENCHMARKS:
-            raise SystemExit(f"No benchmark {g!r}; choose from {', '.join(BENCHMARKS)} (or 1-5).")
+            raise SystemExit(f"No benchmark {g!r}; choose from {', '.join(BENCHMARKS)} "
+                             f"(or 1-{len(BENCHMARKS)}).")
         names.append(name)
     return names
 

@@ -138,3 +138,37 @@ def startup(result: dict[str, Any], path: Path) -> None:
         ax.set_title("Start-up to ready, and import times")
 
     _save(path, draw, result, (9, 4))
+
+
+def _in_flight(calls: list[dict[str, Any]]) -> tuple[list[float], list[int]]:
+    """A step line of model calls in flight over time, from each call's start and end."""
+    events = sorted([(c["t_start"], 1) for c in calls] + [(c["t_end"], -1) for c in calls])
+    xs, ys, level = [0.0], [0], 0
+    for t, step in events:
+        xs += [t, t]
+        ys.append(level)
+        level += step
+        ys.append(level)
+    return xs, ys
+
+
+def fleet(result: dict[str, Any], path: Path) -> None:
+    if "blocked" in result:
+        print(f"(chart {path.name} skipped: the fleet benchmark was blocked)")
+        return
+
+    def draw(ax: Any, r: dict[str, Any]) -> None:
+        for t in r["throughput"]:
+            xs, ys = _in_flight(t["calls"])
+            ax.plot(xs, ys, label=f"{t['workers']} worker(s): wall {t['wall_s']:.1f} s "
+                                  f"({t['ratio']:.2f}x ideal)")
+        first = r["throughput"][0]
+        ax.axhline(r["cap"], color="red", linewidth=0.8, label=f"fleet cap {r['cap']}")
+        ax.axvline(first["ideal_s"], color="green", linestyle="--", label=f"ideal {first['ideal_s']:.1f} s")
+        ax.set_xlabel("seconds since the first turn was recorded")
+        ax.set_ylabel("model calls in flight (whole fleet)")
+        ax.set_title(f"Fleet throughput on PostgreSQL: {first['sessions']} sessions x {first['turns']} "
+                     f"turns, {first['latency_s']:g} s model")
+        ax.legend(fontsize=8, loc="lower center")
+
+    _save(path, draw, result, (9, 5))
