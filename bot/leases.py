@@ -42,6 +42,12 @@ def _at(seconds_from_now: float = 0.0) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat(timespec="milliseconds")
 
 
+def _seconds_until(at: str | None) -> float | None:
+    if at is None:
+        return None
+    return max(0.0, (datetime.fromisoformat(at) - datetime.now(UTC)).total_seconds())
+
+
 @dataclass(frozen=True)
 class Claimed:
     turn: Turn
@@ -52,6 +58,9 @@ class Claimed:
 class Claim:
     taken: list[Claimed]
     waiting: int  # takeable turns left for want of a free slot in the fleet
+    # Seconds until the first live lease runs out (None: none is live). Nobody announces that (a
+    # worker that died sends nothing), so a worker looks again then rather than at its next poll.
+    next_expiry: float | None = None
 
 
 async def check_holder(uow: UnitOfWork, turn_id: int, owner: str | None) -> None:
@@ -73,14 +82,16 @@ class TurnLeases:
                     platforms: Collection[str] | None = None, session_id: int | None = None) -> Claim:
         """Take up to `limit` takeable turns (of these platforms, or of this session), as many
         as the fleet's cap leaves free, oldest first."""
-        async def look(uow: UnitOfWork) -> int:
-            return await uow.queue.count_takeable(_at(), platforms, session_id)
+        async def look(uow: UnitOfWork) -> tuple[int, str | None]:
+            now = _at()
+            return (await uow.queue.count_takeable(now, platforms, session_id),
+                    await uow.queue.next_expiry(now))
 
         # Most looks find nothing, or nothing this worker has room for: a read, without the write
         # lock, finds that out.
-        takeable = await self._store.read(look)
+        takeable, expiry = await self._store.read(look)
         if limit <= 0 or takeable == 0:
-            return Claim([], takeable)
+            return Claim([], takeable, _seconds_until(expiry))
 
         async def take(uow: UnitOfWork) -> Claim:
             await uow.lock(QUEUE_LOCK)
@@ -90,7 +101,7 @@ class TurnLeases:
             await uow.queue.take([turn_id for turn_id, _ in found], owner, _at(lease_seconds))
             waiting = await uow.queue.count_takeable(now, platforms, session_id)
             return Claim([Claimed(await uow.turns.get(turn_id), platform) for turn_id, platform in found],
-                         waiting)
+                         waiting, _seconds_until(await uow.queue.next_expiry(now)))
 
         return await self._store.transact(take)
 

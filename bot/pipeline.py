@@ -32,6 +32,8 @@ from bot.storage.db import StoreUnavailable
 log = logging.getLogger(__name__)
 # A store that does not answer (a PostgreSQL restart) is looked at again after this long.
 STORE_DOWN_WAIT = 1.0
+# After a lease's expiry, before looking: a lease is judged by each machine's own clock.
+LEASE_EXPIRY_MARGIN = 0.05
 
 
 class TurnListener(Protocol):
@@ -163,9 +165,11 @@ class TurnPipeline:
         while not self._closing:
             self._wake.clear()
             try:
-                await self._claim()
+                expiry = await self._claim()
                 await self._settle_watched()
                 wait = self.leases.poll_seconds
+                if expiry is not None:  # a lease runs out before the next poll: look right after
+                    wait = min(wait, expiry + LEASE_EXPIRY_MARGIN)
             except Exception as exc:  # the store is down: keep what runs, look again soon
                 log.warning("could not look at the turn queue (%s); trying again", type(exc).__name__)
                 wait = STORE_DOWN_WAIT
@@ -175,7 +179,8 @@ class TurnPipeline:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
 
-    async def _claim(self) -> None:
+    async def _claim(self) -> float | None:
+        """Take what this worker may; the seconds until the first live lease runs out."""
         claim = await self.leases.claim(
             self.owner, cap=self.cap, limit=self.cap - len(self._calling),
             lease_seconds=self.lease_seconds, platforms=self.platforms, session_id=self.session_id)
@@ -185,6 +190,7 @@ class TurnPipeline:
             task = asyncio.create_task(self._run(claimed), name=f"turn-{claimed.turn.id}")
             self._running[claimed.turn.id] = task
             task.add_done_callback(lambda _t, turn_id=claimed.turn.id: self._ran(turn_id))
+        return claim.next_expiry
 
     def _ran(self, turn_id: int) -> None:
         self._running.pop(turn_id, None)

@@ -257,6 +257,8 @@ async def queue_scenario(r: Runner) -> Any:
     one = await r.read(lambda u: u.queue.takeable(NOW, None, None, 1))
     await r.tx(lambda u: u.queue.take([t1.id], "w1", LATER))
     held = await r.read(lambda u: u.queue.held(NOW))
+    expiry = [await r.read(lambda u: u.queue.next_expiry(NOW)),
+              await r.read(lambda u: u.queue.next_expiry(LATER))]
     while_held = await r.read(lambda u: u.queue.takeable(NOW, None, s.id, 10))
     after_expiry = await r.read(lambda u: u.queue.takeable(MUCH_LATER, ["slack"], None, 10))
     renewed = [await r.tx(lambda u: u.queue.renew([t1.id, t3.id], "w1", MUCH_LATER)),
@@ -265,7 +267,8 @@ async def queue_scenario(r: Runner) -> Any:
     released = [await r.tx(lambda u: u.queue.release([t1.id], "w2")),
                 await r.tx(lambda u: u.queue.release([t1.id], "w1"))]
     await r.tx(lambda u: u.turns.finish(t1, TurnState.DONE, image_blob="x.jpg"))
-    return {"first": first, "only_b": only_b, "one": one, "held": held, "while_held": while_held,
+    return {"first": first, "only_b": only_b, "one": one, "held": held, "expiry": expiry,
+            "while_held": while_held,
             "after_expiry": after_expiry, "renewed": renewed, "owner": owner, "released": released,
             "owner_after": await r.read(lambda u: u.queue.owner(t1.id)),
             "counted": await r.read(lambda u: u.queue.count_takeable(NOW, None, None)),

@@ -63,6 +63,13 @@ class TurnQueue(Repository):
             turns.c.state.in_(UNFINISHED), turns.c.lease_expires_at > now))
         return int(found.scalar_one())
 
+    async def next_expiry(self, now: str) -> str | None:
+        """When the first live lease runs out (nobody announces that: a worker dead in its turn
+        sends nothing), or None when no lease is live."""
+        found = await self.conn.execute(select(func.min(turns.c.lease_expires_at)).where(
+            turns.c.state.in_(UNFINISHED), turns.c.lease_expires_at > now))
+        return found.scalar_one_or_none()
+
     async def take(self, turn_ids: Sequence[int], owner: str, until: str) -> None:
         await self.conn.execute(update(turns).where(turns.c.id.in_(turn_ids)).values(
             lease_owner=owner, lease_expires_at=until))

@@ -340,6 +340,11 @@ class MemoryTurnQueue(MemoryRepository):
             lambda r: r["state"] in UNFINISHED and r["lease_expires_at"] is not None
             and r["lease_expires_at"] > now))
 
+    async def next_expiry(self, now: str) -> str | None:
+        return min((r["lease_expires_at"] for r in self.db["turns"].select(
+            lambda r: r["state"] in UNFINISHED and r["lease_expires_at"] is not None
+            and r["lease_expires_at"] > now)), default=None)
+
     async def take(self, turn_ids: Sequence[int], owner: str, until: str) -> None:
         wanted = set(turn_ids)
         self.db["turns"].update(self.db, lambda r: r["id"] in wanted, lease_owner=owner,
