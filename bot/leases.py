@@ -123,10 +123,6 @@ class TurnLeases:
             return []
         return await self._store.read(lambda uow: uow.queue.finished_among(turn_ids))
 
-    async def slots_busy(self, cap: int) -> bool:
-        """True when the fleet's cap is reached: a turn queued now waits for a free slot."""
-        return await self._store.read(lambda uow: uow.queue.held(_at())) >= cap
-
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call `wake` whenever another process changes the queue, until cancelled (PostgreSQL's
         LISTEN; on SQLite this returns at once and workers poll)."""

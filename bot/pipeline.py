@@ -133,10 +133,6 @@ class TurnPipeline:
         """Turns this pipeline could take but for the fleet's cap, as of its last look."""
         return self._waiting
 
-    async def slots_busy(self) -> bool:
-        """True when every slot of the fleet is held: a turn queued now waits for one."""
-        return await self.leases.slots_busy(self.cap)
-
     async def join(self) -> None:
         """Wait until every submitted turn has finished (here or elsewhere) and every turn this
         pipeline took has been told to its listener."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.domain import Session, SessionState, Turn
 from bot.storage.blobs import blob_keys
+from bot.storage.db import utcnow
 from bot.storage.uow import Store, UnitOfWork
 
 
@@ -22,6 +23,7 @@ class QueueSpot:
     session: Session
     waiting: int  # earlier turns of the session still queued or running
     next_version: int  # the number its image gets if no other turn finishes first
+    slots_busy: bool = False  # the fleet's cap on model calls is reached: it waits for a slot
 
 
 def reference_images(turn: Turn) -> list[str]:
@@ -70,11 +72,13 @@ class SessionReads:
 
         return await self._store.read(read)
 
-    async def queue_spot(self, turn: Turn) -> QueueSpot:
-        """Where `turn` stands in its session: its session, the turns before it, its version."""
+    async def queue_spot(self, turn: Turn, cap: int | None = None) -> QueueSpot:
+        """Where `turn` stands in its session: its session, the turns before it, its version; and,
+        given the fleet's cap on model calls, whether every slot is taken (all in one read)."""
         async def read(uow: UnitOfWork) -> QueueSpot:
+            busy = cap is not None and await uow.queue.held(utcnow()) >= cap
             return QueueSpot(await uow.sessions.get(turn.session_id),
                              await uow.turns.unfinished_before(turn.session_id, turn.id),
-                             await uow.turns.next_version(turn.session_id))
+                             await uow.turns.next_version(turn.session_id), busy)
 
         return await self._store.read(read)

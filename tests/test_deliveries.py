@@ -10,6 +10,7 @@ from bot.chat.core import ChatCore
 from bot.chat.text import Text
 from bot.deliveries import Deliveries
 from bot.domain import SessionKey, Turn, TurnKind, TurnState, UnknownSession
+from bot.leases import TurnLeases
 from bot.reads import SessionReads
 from bot.service import EditService
 from bot.storage.repository import SessionStore
@@ -107,6 +108,12 @@ async def test_a_queued_turns_spot_counts_the_unfinished_turns_before_it(store: 
     spot = await reads.queue_spot(third)
     assert (spot.session.id, spot.waiting, spot.next_version) == (first.session_id, 1, 2)
     assert (await reads.queue_spot(second)).waiting == 0
+    # A worker holding the session's next turn takes the fleet's one slot: a turn queued now waits.
+    assert not (await reads.queue_spot(third, cap=1)).slots_busy
+    claim = await TurnLeases(store).claim("worker-1", cap=1, limit=1, lease_seconds=30)
+    assert [c.turn.id for c in claim.taken] == [second.id]
+    assert (await reads.queue_spot(third, cap=1)).slots_busy
+    assert not (await reads.queue_spot(third, cap=2)).slots_busy
 
 
 async def test_session_reads(store: SessionStore) -> None:

@@ -175,9 +175,8 @@ class ChatCore:
             await self.backend.post_text(key, presenter.addressed(user, exc.message))
 
     async def _submit(self, turn: Turn) -> None:
-        spot = await self.reads.queue_spot(turn)
-        session, waiting, version = spot.session, spot.waiting, spot.next_version
-        slots_busy = await self.pipeline.slots_busy()
+        spot = await self.reads.queue_spot(turn, cap=self.pipeline.cap)
+        session, waiting, version, slots_busy = spot.session, spot.waiting, spot.next_version, spot.slots_busy
         # The turn is in the queue already (the service recorded it): wake this process's worker
         # before posting. The turn starts its progress ticker only once that post exists.
         posted = self._progress_posted[turn.id] = asyncio.Event()
