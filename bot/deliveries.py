@@ -47,9 +47,14 @@ class Deliveries:
         """True the first time a platform event is seen; False for every redelivery."""
         return await self._store.transact(lambda uow: uow.events.claim(platform, event_key))
 
-    async def event_seen(self, platform: str, event_key: str) -> bool:
-        """Whether an event was claimed already (a cheap look before fetching its files)."""
-        return await self._store.read(lambda uow: uow.events.seen(platform, event_key))
+    async def session_and_event(self, platform: str, key: SessionKey,
+                                event_key: str) -> tuple[Session | None, bool]:
+        """The thread's session (None: it has none) and whether the event was claimed already, in
+        one read: what a chat message needs to know before anything is written."""
+        async def read(uow: UnitOfWork) -> tuple[Session | None, bool]:
+            return await uow.sessions.find(key), await uow.events.seen(platform, event_key)
+
+        return await self._store.read(read)
 
     async def release_event(self, platform: str, event_key: str) -> None:
         """Forget a claimed key, so the same key counts once more (a reaction added again)."""

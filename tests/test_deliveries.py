@@ -36,7 +36,11 @@ async def test_an_event_is_claimed_once_until_released(store: SessionStore) -> N
     assert not await d.claim_event("slack", "msg:C1:1")
     assert await d.claim_event("discord", "msg:C1:1")  # each platform's keys are its own
     await d.release_event("slack", "msg:C1:1")
+    assert await d.session_and_event("slack", KEY, "msg:C1:1") == (None, False)
     assert await d.claim_event("slack", "msg:C1:1")
+    turn = await _turn(store)  # the thread has a session now
+    session, seen = await d.session_and_event("slack", KEY, "msg:C1:1")
+    assert (session.id if session else None, seen) == (turn.session_id, True)
 
 
 async def test_a_reaction_toggle_counts_each_real_change_once(store: SessionStore) -> None:

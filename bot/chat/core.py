@@ -118,16 +118,16 @@ class ChatCore:
                 await self.backend.post_ephemeral(key, msg.author, refusal)
             return
         # Most messages in a busy server belong to no session: find that out with one read
-        # before writing anything.
-        session = await self.service.find_session(key)
+        # before writing anything (the same read says whether this message was handled already).
+        event = f"msg:{key.channel}:{msg.message_id}"
+        session, seen = await self.deliveries.session_and_event(self.platform, key, event)
         if session is None and not msg.mentioned:
             return
         # A message is handled once, whichever way it arrives (a retry, a replay after a
         # reconnect, or Slack's app_mention and message events for the same mention). An edit's
         # event is claimed with its turn, after its files were fetched: a failure before that
         # leaves it unclaimed, so the platform's retry of it works.
-        event = f"msg:{key.channel}:{msg.message_id}"
-        if await self.deliveries.event_seen(self.platform, event):
+        if seen:
             return
         command = parse_thread_command(msg.text) if session else None
         if session and command:
