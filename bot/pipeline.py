@@ -196,10 +196,7 @@ class TurnPipeline:
         """Resolve the futures of submitted turns that another process finished."""
         watched = [turn_id for turn_id in self._done if turn_id not in self._running]
         for turn_id in await self.leases.finished_among(watched):
-            result = await self.service.result_of(turn_id)
-            fut = self._done.pop(turn_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(result)
+            self._resolve(turn_id, await self.service.result_of(turn_id))
 
     async def _renew_loop(self) -> None:
         while True:
@@ -223,7 +220,6 @@ class TurnPipeline:
 
     async def _run(self, claimed: Claimed) -> None:
         turn, listener = claimed.turn, self._listener_for(claimed.platform)
-        fut = self._done.get(turn.id)
         try:
             result = await self._outcome(turn, listener)
             await listener.turn_finished(result)
@@ -231,23 +227,26 @@ class TurnPipeline:
             # It stalled past its lease and another worker took the turn: that one posts it.
             log.warning("turn %s: lease lost; the worker that holds it finishes it", turn.id)
             return
-        except StoreUnavailable as exc:
-            # The store stayed down past its retries (a long database outage): the turn keeps its
-            # state, and its lease, no longer renewed, runs out; then any worker takes it again.
-            log.warning("turn %s: %s The turn runs again once its lease runs out.", turn.id, exc)
-            self._done.pop(turn.id, None)
-            if fut is not None and not fut.done():
-                fut.set_exception(exc)
+        except Exception as exc:
+            if isinstance(exc, StoreUnavailable):
+                # The store stayed down past its retries (a long database outage): the turn keeps
+                # its state, and its lease, no longer renewed, runs out; then any worker takes it.
+                log.warning("turn %s: %s The turn runs again once its lease runs out.", turn.id, exc)
+            else:  # the service records failures; this is a last guard
+                log.exception("turn %s crashed in the pipeline", turn.id)
+            self._resolve(turn.id, exc)
             return
-        except Exception as exc:  # the service records failures; this is a last guard
-            log.exception("turn %s crashed in the pipeline", turn.id)
-            self._done.pop(turn.id, None)
-            if fut is not None and not fut.done():
-                fut.set_exception(exc)
+        self._resolve(turn.id, result)
+
+    def _resolve(self, turn_id: int, outcome: TurnResult | Exception) -> None:
+        """Give a submitted turn's future its result (or what stopped it), once."""
+        fut = self._done.pop(turn_id, None)
+        if fut is None or fut.done():
             return
-        self._done.pop(turn.id, None)
-        if fut is not None and not fut.done():
-            fut.set_result(result)
+        if isinstance(outcome, Exception):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
 
     async def _outcome(self, turn: Turn, listener: TurnListener) -> TurnResult:
         try:
