@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from bot.domain import Turn
+from bot.storage.db import utc_after, utcnow
 from bot.storage.uow import Store, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,6 @@ POLL_SECONDS_POSTGRESQL = 2.0
 
 class LeaseLost(Exception):
     """The turn is no longer this worker's: its lease ran out and another worker took it."""
-
-
-def _at(seconds_from_now: float = 0.0) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat(timespec="milliseconds")
 
 
 def _seconds_until(at: str | None) -> float | None:
@@ -83,7 +80,7 @@ class TurnLeases:
         """Take up to `limit` takeable turns (of these platforms, or of this session), as many
         as the fleet's cap leaves free, oldest first."""
         async def look(uow: UnitOfWork) -> tuple[int, str | None]:
-            now = _at()
+            now = utcnow()
             return (await uow.queue.count_takeable(now, platforms, session_id),
                     await uow.queue.next_expiry(now))
 
@@ -95,10 +92,10 @@ class TurnLeases:
 
         async def take(uow: UnitOfWork) -> Claim:
             await uow.lock(QUEUE_LOCK)
-            now = _at()
+            now = utcnow()
             free = min(limit, cap - await uow.queue.held(now))
             found = await uow.queue.takeable(now, platforms, session_id, free) if free > 0 else []
-            await uow.queue.take([turn_id for turn_id, _ in found], owner, _at(lease_seconds))
+            await uow.queue.take([turn_id for turn_id, _ in found], owner, utc_after(lease_seconds))
             waiting = await uow.queue.count_takeable(now, platforms, session_id)
             return Claim([Claimed(await uow.turns.get(turn_id), platform) for turn_id, platform in found],
                          waiting, _seconds_until(await uow.queue.next_expiry(now)))
@@ -110,7 +107,7 @@ class TurnLeases:
         if not turn_ids:
             return []
         return await self._store.transact(
-            lambda uow: uow.queue.renew(turn_ids, owner, _at(lease_seconds)))
+            lambda uow: uow.queue.renew(turn_ids, owner, utc_after(lease_seconds)))
 
     async def release(self, owner: str, turn_ids: Sequence[int]) -> int:
         """Give leases back (a stop): other workers may take the turns at once."""

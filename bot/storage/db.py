@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 
@@ -36,7 +36,13 @@ def create_private_file(path: Path) -> None:
 
 
 def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return utc_after(0.0)
+
+
+def utc_after(seconds: float) -> str:
+    """The store's one timestamp format (ISO 8601 UTC, milliseconds), `seconds` from now: every
+    writer uses it, so timestamps (lease expiries among them) compare as text."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
 
 
 def make_private_dir(path: Path) -> None:
