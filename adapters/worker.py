@@ -16,7 +16,7 @@ import sys
 from adapters.discord.settings import DiscordSettings
 from adapters.runner import Adapter, start_unless_stopped, stop_on_signals
 from adapters.slack.settings import SlackSettings
-from bot.app import App, open_app
+from bot.app import App, open_app, turn_pipeline
 from bot.chat.core import ChatCore
 from bot.config import Settings, load_settings_of
 from bot.domain import Turn
@@ -69,10 +69,7 @@ async def work(settings: Settings) -> int:
                 return 0
             listeners: dict[str, TurnListener] = {d.core.platform: d.core for d in deliveries}
             listeners[PLAYGROUND] = _PageReadsTheStore()
-            pipeline = TurnPipeline(app.service, listeners=listeners,
-                                    max_concurrency=settings.max_concurrency,
-                                    lease_seconds=settings.lease_seconds,
-                                    max_age_seconds=settings.resume_max_age_seconds)
+            pipeline = turn_pipeline(app, listeners=listeners)
             for delivery in deliveries:
                 await delivery.core.show_undelivered()
             pipeline.start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,6 +18,7 @@ from bot.context import ContextBudget
 from bot.deliveries import Deliveries
 from bot.engine import Engine
 from bot.links import gallery_link
+from bot.pipeline import TurnListener, TurnPipeline
 from bot.reads import SessionReads
 from bot.service import EditService, SessionDefaults
 from bot.spending import SpendLimits
@@ -77,6 +78,17 @@ def make_chat_core(app: App, backend: ChatBackend, policy: AccessPolicy, *,
         offline=app.engine.offline, gallery_link=partial(gallery_link, settings),
         lease_seconds=settings.lease_seconds, max_age_seconds=settings.resume_max_age_seconds,
         work=work)
+
+
+def turn_pipeline(app: App, *, listeners: Mapping[str, TurnListener] | None = None,
+                  platforms: Collection[str] | None = None,
+                  session_id: int | None = None) -> TurnPipeline:
+    """This process's worker on the store's turn queue, under the settings' fleet-wide cap
+    (THREADEDIT_MAX_CONCURRENCY), lease and age limit; the arguments say which turns it takes."""
+    s = app.settings
+    return TurnPipeline(app.service, listeners=listeners, platforms=platforms, session_id=session_id,
+                        max_concurrency=s.max_concurrency, lease_seconds=s.lease_seconds,
+                        max_age_seconds=s.resume_max_age_seconds)
 
 
 @asynccontextmanager

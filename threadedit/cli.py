@@ -22,12 +22,11 @@ from typing import Any, NoReturn
 
 from bot import catalog
 from bot.allocator import tune_allocator
-from bot.app import App, open_app
+from bot.app import App, open_app, turn_pipeline
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain import OperationRefused, SessionKey, Turn
 from bot.ids import parse_id
 from bot.images import ImageRejected
-from bot.pipeline import TurnPipeline
 from bot.results import Attachment, HistoryView, TurnResult
 from bot.storage.db import StoreUnavailable
 from bot.storage.usage import UsageLedger
@@ -265,16 +264,13 @@ async def _run_queued(app: App, turn: Turn) -> TurnResult:
     """Run the turn through the store's queue, as every process does: after the session's earlier
     turns, never while another process (a playground, a worker) holds it, and by whichever takes
     it first; this process takes only this session's turns, and only if nothing must be posted."""
-    s = app.settings
     session = await app.reads.session(turn.session_id)
     if session.key.platform not in READ_FROM_THE_STORE:
         print(f"Session {session.id} is a {session.key.platform} thread: the instruction is queued "
               f"for the process serving {session.key.platform}, which posts the result there. "
               "Waiting for it (Ctrl-C stops waiting; the instruction stays queued).",
               file=sys.stderr, flush=True)
-    pipeline = TurnPipeline(app.service, session_id=turn.session_id, platforms=READ_FROM_THE_STORE,
-                            max_concurrency=s.max_concurrency, lease_seconds=s.lease_seconds,
-                            max_age_seconds=s.resume_max_age_seconds)
+    pipeline = turn_pipeline(app, session_id=turn.session_id, platforms=READ_FROM_THE_STORE)
     try:
         return await pipeline.submit(turn)
     finally:

@@ -12,10 +12,9 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from bot.app import App
+from bot.app import App, turn_pipeline
 from bot.domain import Turn
 from bot.links import load_link_secret
-from bot.pipeline import TurnPipeline
 from bot.results import TurnResult
 from bot.service import MAX_REFERENCES
 
@@ -57,10 +56,7 @@ class Playground:
         # drive the playground through DNS rebinding (see hosts.py).
         self.host_names = hosts.allowed_names(app.settings.allowed_hosts, app.settings.public_url)
         self.offline = app.engine.offline
-        settings = app.settings
-        self.pipeline = TurnPipeline(app.service, max_concurrency=settings.max_concurrency,
-                                     listeners={PLATFORM: self}, lease_seconds=settings.lease_seconds,
-                                     max_age_seconds=settings.resume_max_age_seconds)
+        self.pipeline = turn_pipeline(app, listeners={PLATFORM: self})
         self.thumbs = Thumbnails(app.settings.data_dir / "thumbs", app.blobs)
         self.public_url = app.settings.public_url
         self.secret = load_link_secret(app.settings) if self.public_url else b""
