@@ -19,7 +19,7 @@ from bot.chat.commands import ThreadCommand, parse_thread_command
 from bot.chat.controls import Control, buttons_for, parse_button_value
 from bot.chat.text import Text
 from bot.deliveries import PROGRESS, VERSION, Deliveries
-from bot.domain import OperationRefused, Session, SessionKey, Turn, UnknownSession
+from bot.domain import FINISHED, OperationRefused, Session, SessionKey, Turn, UnknownSession
 from bot.images import ImageRejected
 from bot.pipeline import TurnPipeline
 from bot.reads import SessionReads
@@ -202,11 +202,14 @@ class ChatCore:
         """A worker in another process may have finished the turn before this process recorded
         its progress line (the platform was slow to take the post): that worker could not find
         the line to update, so the line is brought to the outcome here."""
-        result = await self.service.result_of(turn.id)
-        if result.status in ("queued", "running"):
+        now = await self.reads.turn(turn.id)
+        if now is None or now.state not in FINISHED:
             return  # whoever finishes it will find the line
-        text = (presenter.ready_line(result.version) if result.version is not None
-                else presenter.addressed(result.author, presenter.no_version_line(result, self.offline)))
+        if now.version is not None:  # the line needs the number only: no image to fetch
+            text = presenter.ready_line(now.version)
+        else:
+            result = await self.service.result_of(turn.id)
+            text = presenter.addressed(result.author, presenter.no_version_line(result, self.offline))
         with contextlib.suppress(Exception):  # progress is best effort
             await self.backend.update_text(session.key, message_id, text)
 
