@@ -74,8 +74,9 @@ async def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAUL
             print(note, file=sys.stderr, flush=True)
         await pg.start()
         await stop.wait()
-        # Stop taking requests first, then the pipeline: a turn cut off here stays queued or
-        # running in the database and is resumed at the next start.
+        # Stop taking requests first, then the pipeline: a turn cut off here keeps its state in
+        # the database and its lease is given back, so the next process that takes playground
+        # turns (a worker, or this one started again) runs it.
         await runner.cleanup()
         await pg.aclose()
     return 0
