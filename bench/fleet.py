@@ -15,7 +15,8 @@
    each POST to the bot's first post in that thread at the fake Slack.
 3. A killed worker's turn. Two workers; once a turn's call has reached the model, the worker
    holding it is killed with SIGKILL; time until the other one has recorded the turn's version,
-   against "lease + one model call".
+   against "lease + one model call". The survivor sees the killed worker gone (its presence lock
+   went with it) at its next look, so the lease is not waited out.
 
 The PostgreSQL server is a throwaway one (tests/postgres.py: fsync and synchronous_commit off),
 on this machine, shared with every process of the run; without PostgreSQL's server binaries
@@ -331,7 +332,7 @@ def _print(r: dict[str, Any], quick: bool) -> None:
         print(f"First answers with {f['workers']} workers: {f['note']}")
     second = k["second_call_after_s"]
     in_flight = "under way" if k["in_flight_at_kill"] else "NOT under way"
-    print(f"Killed worker: its call was {in_flight} at the kill; its lease ran out "
+    print(f"Killed worker: its call was {in_flight} at the kill; its lease would have run out "
           f"{k['lease_ran_out_after_s']:.1f} s after the kill; the turn's call reached the model "
           f"again {second:.1f} s after the kill ({k['model_calls']} calls in all), run by the "
           f"{'surviving worker' if k['taken_by_survivor'] else 'UNEXPECTED worker'}."

@@ -3,8 +3,9 @@
 Every process that runs turns is a worker: it claims queued turns, holding each under a lease
 (its name and an expiry, THREADEDIT_LEASE_SECONDS), renews the leases while it works, finishes
 each turn in one transaction (bot/turn_runner.py checks the lease there), and gives its leases
-back when it stops. A turn whose lease ran out (its worker died) is claimed again by any live
-worker. Turns of one session are taken one at a time, in the order recorded.
+back when it stops. A turn whose lease ran out, or whose worker is gone (presence: a lock that
+ends with the worker's process, bot/storage/presence.py), is claimed again by any live worker.
+Turns of one session are taken one at a time, in the order recorded.
 
 THREADEDIT_MAX_CONCURRENCY caps the turns held across the fleet (Gemini's quota is per project,
 not per process): a claim counts the live leases and takes only what is left. Counting rows and
@@ -78,21 +79,35 @@ class TurnLeases:
     async def claim(self, owner: str, *, cap: int, limit: int, lease_seconds: float,
                     platforms: Collection[str] | None = None, session_id: int | None = None) -> Claim:
         """Take up to `limit` takeable turns (of these platforms, or of this session), as many
-        as the fleet's cap leaves free, oldest first."""
-        async def look(uow: UnitOfWork) -> tuple[int, str | None]:
+        as the fleet's cap leaves free, oldest first. Leases of workers that are gone (presence,
+        bot/storage/presence.py) end first: their turns are taken at once, not when the lease
+        would have run out."""
+        presence = self._store.presence
+        await presence.hold(owner)  # a lease is taken only by a worker marked present
+
+        async def look(uow: UnitOfWork) -> tuple[int, str | None, set[str]]:
             now = utcnow()
+            gone = await presence.gone(uow.conn, {*await uow.queue.live_owners(now), owner})
             return (await uow.queue.count_takeable(now, platforms, session_id),
-                    await uow.queue.next_expiry(now))
+                    await uow.queue.next_expiry(now), gone)
 
         # Most looks find nothing, or nothing this worker has room for: a read, without the write
         # lock, finds that out.
-        takeable, expiry = await self._store.read(look)
-        if limit <= 0 or takeable == 0:
+        takeable, expiry, gone = await self._store.read(look)
+        if owner in gone:  # this worker's own mark was lost (its connection cut): mark it again
+            gone.discard(owner)
+            await presence.lost(owner)
+            await presence.hold(owner)
+        if not gone and (limit <= 0 or takeable == 0):
             return Claim([], takeable, _seconds_until(expiry))
 
         async def take(uow: UnitOfWork) -> Claim:
             await uow.lock(QUEUE_LOCK)
             now = utcnow()
+            # A worker found gone stays gone (names are never reused): its leases end here.
+            if ended := await uow.queue.end_leases_of(gone):
+                log.warning("turns %s: their worker is gone; any worker may take them now",
+                            ", ".join(map(str, ended)))
             free = min(limit, cap - await uow.queue.held(now))
             found = await uow.queue.takeable(now, platforms, session_id, free) if free > 0 else []
             await uow.queue.take([turn_id for turn_id, _ in found], owner, utc_after(lease_seconds))
@@ -114,6 +129,10 @@ class TurnLeases:
         if not turn_ids:
             return 0
         return await self._store.transact(lambda uow: uow.queue.release(turn_ids, owner))
+
+    async def leave(self, owner: str) -> None:
+        """The worker stops: its presence ends (after its leases were given back)."""
+        await self._store.presence.drop(owner)
 
     async def finished_among(self, turn_ids: Sequence[int]) -> list[int]:
         if not turn_ids:

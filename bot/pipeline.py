@@ -151,6 +151,8 @@ class TurnPipeline:
         if held:
             with contextlib.suppress(Exception):  # a store that is down: the leases run out
                 await self.leases.release(self.owner, held)
+        with contextlib.suppress(Exception):
+            await self.leases.leave(self.owner)
         for fut in self._done.values():
             fut.cancel()
         self._done.clear()

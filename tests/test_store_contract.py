@@ -256,6 +256,11 @@ async def queue_scenario(r: Runner) -> Any:
     only_b = await r.read(lambda u: u.queue.takeable(NOW, ["discord"], None, 10))
     one = await r.read(lambda u: u.queue.takeable(NOW, None, None, 1))
     await r.tx(lambda u: u.queue.take([t1.id], "w1", LATER))
+    await r.tx(lambda u: u.queue.take([t3.id], "w3", LATER))
+    owners = await r.read(lambda u: u.queue.live_owners(NOW))  # w1 and w3
+    ended = [await r.tx(lambda u: u.queue.end_leases_of(["w3", "w9"])),  # t3
+             await r.tx(lambda u: u.queue.end_leases_of(["w3"])),  # nothing left to end
+             await r.read(lambda u: u.queue.live_owners(NOW))]  # w1
     held = await r.read(lambda u: u.queue.held(NOW))
     expiry = [await r.read(lambda u: u.queue.next_expiry(NOW)),
               await r.read(lambda u: u.queue.next_expiry(LATER))]
@@ -267,7 +272,8 @@ async def queue_scenario(r: Runner) -> Any:
     released = [await r.tx(lambda u: u.queue.release([t1.id], "w2")),
                 await r.tx(lambda u: u.queue.release([t1.id], "w1"))]
     await r.tx(lambda u: u.turns.finish(t1, TurnState.DONE, image_blob="x.jpg"))
-    return {"first": first, "only_b": only_b, "one": one, "held": held, "expiry": expiry,
+    return {"first": first, "only_b": only_b, "one": one, "owners": owners, "ended": ended,
+            "held": held, "expiry": expiry,
             "while_held": while_held,
             "after_expiry": after_expiry, "renewed": renewed, "owner": owner, "released": released,
             "owner_after": await r.read(lambda u: u.queue.owner(t1.id)),

@@ -70,6 +70,24 @@ class TurnQueue(Repository):
             turns.c.state.in_(UNFINISHED), turns.c.lease_expires_at > now))
         return found.scalar_one_or_none()
 
+    async def live_owners(self, now: str) -> list[str]:
+        """The workers named on live leases, to ask whether they still run (presence)."""
+        found = await self.conn.execute(select(turns.c.lease_owner).distinct().where(
+            turns.c.state.in_(UNFINISHED), turns.c.lease_expires_at > now,
+            turns.c.lease_owner.is_not(None)))
+        return sorted(row.lease_owner for row in found)
+
+    async def end_leases_of(self, owners: Collection[str]) -> list[int]:
+        """End the leases of workers that are gone: their turns may be taken at once. The owner's
+        name stays, as after a release, so a turn that had been taken is known as interrupted."""
+        if not owners:
+            return []
+        done = await self.conn.execute(update(turns).where(
+            turns.c.lease_owner.in_(sorted(owners)), turns.c.state.in_(UNFINISHED),
+            turns.c.lease_expires_at.is_not(None),
+        ).values(lease_expires_at=None).returning(turns.c.id))
+        return sorted(row.id for row in done)
+
     async def take(self, turn_ids: Sequence[int], owner: str, until: str) -> None:
         await self.conn.execute(update(turns).where(turns.c.id.in_(turn_ids)).values(
             lease_owner=owner, lease_expires_at=until))

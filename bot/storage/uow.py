@@ -28,7 +28,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.domain import SessionState
 from bot.storage import migrate
-from bot.storage.engine import MigrationError, StoreUnavailable, make_engine, sqlite_url, store_error
+from bot.storage.engine import (
+    MigrationError,
+    StoreUnavailable,
+    make_engine,
+    sqlite_path,
+    sqlite_url,
+    store_error,
+)
+from bot.storage.presence import WorkerPresence, presence_for
 from bot.storage.queue import TurnQueue
 from bot.storage.records import AppState, InboundEvents, Posts, UploadedFileRows, Usage
 from bot.storage.repositories import Approvals, AuditLog, Sessions, Turns
@@ -104,6 +112,8 @@ class Store:
         # each holding a connection while it waits for the file's lock.
         self._write_lock = asyncio.Lock()
         self.retries = 0  # connections lost and operations run again, for tests and logs
+        # Which workers named on leases still run (bot/storage/presence.py).
+        self.presence: WorkerPresence = presence_for(engine.dialect.name, url, sqlite_path(url))
 
     @classmethod
     async def open(cls: type[S], url: str | Path | URL) -> S:
@@ -118,6 +128,7 @@ class Store:
         return cls(make_engine(url, pool_reset_on_return=None), url)
 
     async def close(self) -> None:
+        await self.presence.close()
         await self.engine.dispose()
 
     async def transact(self, op: Op[T]) -> T:

@@ -345,6 +345,18 @@ class MemoryTurnQueue(MemoryRepository):
             lambda r: r["state"] in UNFINISHED and r["lease_expires_at"] is not None
             and r["lease_expires_at"] > now)), default=None)
 
+    async def live_owners(self, now: str) -> list[str]:
+        return sorted({r["lease_owner"] for r in self.db["turns"].select(
+            lambda r: r["state"] in UNFINISHED and r["lease_expires_at"] is not None
+            and r["lease_expires_at"] > now and r["lease_owner"] is not None)})
+
+    async def end_leases_of(self, owners: Collection[str]) -> list[int]:
+        ended = sorted(r["id"] for r in self.db["turns"].select(
+            lambda r: r["lease_owner"] in set(owners) and r["state"] in UNFINISHED
+            and r["lease_expires_at"] is not None))
+        self.db["turns"].update(self.db, lambda r: r["id"] in set(ended), lease_expires_at=None)
+        return ended
+
     async def take(self, turn_ids: Sequence[int], owner: str, until: str) -> None:
         wanted = set(turn_ids)
         self.db["turns"].update(self.db, lambda r: r["id"] in wanted, lease_owner=owner,
@@ -392,6 +404,36 @@ class MemoryUnitOfWork(UnitOfWork):
         return None  # transact already runs one operation at a time, like SQLite's write lock
 
 
+class MemoryPresence:
+    """Worker presence in memory (bot/storage/presence.py): a worker is gone once it dropped its
+    presence or a test ended it with `end`; one never seen looks present."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+        self.ended: set[str] = set()
+
+    async def hold(self, owner: str) -> None:
+        self.held.add(owner)
+
+    async def lost(self, owner: str) -> None:
+        return None
+
+    async def gone(self, conn: object, owners: Collection[str]) -> set[str]:
+        return {owner for owner in owners if owner in self.ended}
+
+    def end(self, owner: str) -> None:
+        """The worker's process died."""
+        self.held.discard(owner)
+        self.ended.add(owner)
+
+    async def drop(self, owner: str) -> None:
+        self.end(owner)
+
+    async def close(self) -> None:
+        for owner in list(self.held):
+            self.end(owner)
+
+
 class MemoryStore(SessionStore):
     """SessionStore on in-memory tables: every method inherited, only transactions replaced."""
 
@@ -401,6 +443,7 @@ class MemoryStore(SessionStore):
         self.is_sqlite = False
         self._write_lock = asyncio.Lock()
         self.retries = 0
+        self.presence = MemoryPresence()
         self.db = MemoryDatabase()
         self.commits = 0  # transactions that landed, and ones rolled back: for tests
         self.rollbacks = 0

@@ -1,7 +1,8 @@
 """Promise 1, crash safety: a process killed (SIGKILL) while a turn runs loses nothing. The next
-start resumes the turn and posts its result exactly once, or, past the configured age, reports it
-failed in its thread. Real `threadedit run` processes serve Slack's HTTP events; the model is the
-fake Gemini, slowed so that the kill lands mid-call."""
+start resumes the turn at once (not after the killed process's lease) and posts its result
+exactly once, or, past the configured age, reports it failed in its thread. Real `threadedit run`
+processes serve Slack's HTTP events; the model is the fake Gemini, slowed so that the kill lands
+mid-call."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ class BotProcess:
     """`threadedit run` in HTTP mode, as an operator would start it."""
 
     def __init__(self, tmp: Path, slack: FakeSlack, gemini: FakeGemini, **env: str) -> None:
-        # A killed process's turn is taken again once its lease ran out: the shortest lease
-        # allowed, so that wait is seconds rather than the default 30.
-        env.setdefault("THREADEDIT_LEASE_SECONDS", "3")
+        # A lease no test could wait out: a killed process's turn is taken again at once because
+        # its worker is gone (its lock on the data directory's workers/ file went with it), not
+        # because its lease ran out.
+        env.setdefault("THREADEDIT_LEASE_SECONDS", "600")
         self.port = free_port()
         self.env = _env(tmp, SLACK_BOT_TOKEN=TOKEN, SLACK_SIGNING_SECRET=SECRET,
                         SLACK_API_URL=slack.api_url, THREADEDIT_PORT=str(self.port),
