@@ -70,8 +70,7 @@ async def work(settings: Settings) -> int:
             listeners: dict[str, TurnListener] = {d.core.platform: d.core for d in deliveries}
             listeners[PLAYGROUND] = _PageReadsTheStore()
             pipeline = turn_pipeline(app, listeners=listeners)
-            for delivery in deliveries:
-                await delivery.core.show_undelivered()
+            await pipeline.show_unshown()  # what a stop or a dead worker left unshown
             pipeline.start()
             print(f"threadedit worker: taking turns of {', '.join(sorted(listeners))}"
                   f"{''.join(f'; {s}' for s in started)}; engine {app.engine.name}; at most "

@@ -117,6 +117,31 @@ class TurnLeases:
 
         return await self._store.transact(take)
 
+    async def claim_unshown(self, owner: str, platforms: Collection[str]) -> list[tuple[int, str]]:
+        """Take the finished turns of these platforms whose outcome no thread has shown and whose
+        worker is gone (it died between finishing the turn and posting it, or a stop came in
+        between): (turn id, platform) for `owner` to show. The worker that finished a turn is
+        named on it until it has shown it, so one that runs is never overtaken."""
+        if not platforms:
+            return []
+        presence = self._store.presence
+        await presence.hold(owner)
+
+        async def look(uow: UnitOfWork) -> list[tuple[int, str, str | None]]:
+            found = await uow.queue.unshown(platforms)
+            gone = await presence.gone(uow.conn, {o for _, _, o in found if o not in (None, owner)})
+            return [(turn_id, platform, was) for turn_id, platform, was in found
+                    if was is None or was in gone]
+
+        if not (orphans := await self._store.read(look)):
+            return []
+
+        async def take(uow: UnitOfWork) -> list[tuple[int, str]]:
+            return [(turn_id, platform) for turn_id, platform, was in orphans
+                    if await uow.queue.take_unshown(turn_id, owner, was)]
+
+        return await self._store.transact(take)
+
     async def renew(self, owner: str, turn_ids: Sequence[int], lease_seconds: float) -> list[int]:
         """Extend the leases; the turns `owner` still holds."""
         if not turn_ids:

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 STORE_DOWN_WAIT = 1.0
 # After a lease's expiry, before looking: a lease is judged by each machine's own clock.
 LEASE_EXPIRY_MARGIN = 0.05
+# How often a worker looks for outcomes a dead worker finished but never posted (the look at
+# start shows what a stop left).
+UNSHOWN_LOOK_SECONDS = 10.0
 
 
 class TurnListener(Protocol):
@@ -97,6 +100,7 @@ class TurnPipeline:
         self._loops: list[asyncio.Task[None]] = []
         self._waiting = 0
         self._closing = False
+        self._unshown_looked = 0.0  # loop time of the last look for unshown outcomes
 
     # What adapters call
 
@@ -165,6 +169,7 @@ class TurnPipeline:
             try:
                 expiry = await self._claim()
                 await self._settle_watched()
+                await self._show_unshown_now_and_then()
                 wait = self.leases.poll_seconds
                 if expiry is not None:  # a lease runs out before the next poll: look right after
                     wait = min(wait, expiry + LEASE_EXPIRY_MARGIN)
@@ -199,6 +204,24 @@ class TurnPipeline:
         watched = [turn_id for turn_id in self._done if turn_id not in self._running]
         for turn_id in await self.leases.finished_among(watched):
             self._resolve(turn_id, await self.service.result_of(turn_id))
+
+    async def show_unshown(self) -> None:
+        """Show the outcomes of this pipeline's platforms that a worker now gone finished but
+        never posted (it died, or stopped, between the two), each taken first so that one
+        process shows it. An outcome whose post fails stays this worker's: the next start of
+        any process, once this one is gone, tries it again."""
+        for turn_id, platform in await self.leases.claim_unshown(self.owner, self.listeners):
+            try:
+                await self.listeners[platform].turn_finished(await self.service.result_of(turn_id))
+            except Exception as exc:  # one thread we cannot post to must not stop the others
+                log.warning("could not show the outcome of turn %s (%s)", turn_id, type(exc).__name__)
+
+    async def _show_unshown_now_and_then(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._unshown_looked < UNSHOWN_LOOK_SECONDS:
+            return
+        self._unshown_looked = now
+        await self.show_unshown()
 
     async def _renew_loop(self) -> None:
         while True:

@@ -151,8 +151,15 @@ async def turns_scenario(r: Runner) -> Any:
     blocked = await r.tx(lambda u: u.turns.finish(t2, TurnState.BLOCKED, reason="SAFETY", message="no"))
     await r.tx(lambda u: u.posts.record("slack", "C1", "p1", s.id, t1.id, "progress"))
     undelivered = [t.id for t in await r.read(lambda u: u.turns.undelivered("slack"))]
+    unshown = [await r.read(lambda u: u.queue.unshown(["slack", "discord"])),  # t1, nobody's
+               await r.read(lambda u: u.queue.unshown(["discord"])),
+               await r.tx(lambda u: u.queue.take_unshown(t1.id, "w1", "w0")),  # not w0's: refused
+               await r.tx(lambda u: u.queue.take_unshown(t1.id, "w1", None)),
+               await r.tx(lambda u: u.queue.take_unshown(t1.id, "w2", None)),  # w1 has it now
+               await r.read(lambda u: u.queue.unshown(["slack"]))]
     await r.tx(lambda u: u.turns.mark_delivered(t1.id))
     return {"done": done, "blocked": blocked, "waiting": waiting, "undelivered": undelivered,
+            "unshown": unshown, "unshown_after": await r.read(lambda u: u.queue.unshown(["slack"])),
             "undelivered_after": await r.read(lambda u: u.turns.undelivered("slack")),
             "next": await r.read(lambda u: u.turns.next_version(s.id)),
             "head": (await r.read(lambda u: u.sessions.get(s.id))).head_turn_id,

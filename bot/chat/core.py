@@ -73,24 +73,12 @@ class ChatCore:
         self.delivery_observers: list[Callable[[str], None]] = []
 
     async def start(self) -> None:
-        """Show outcomes a stop left unshown, then take this platform's turns from the queue
-        (those a stop left unfinished first: they are the oldest), unless the fleet's workers
-        run them."""
+        """Show outcomes a stop (or a worker's death) left unshown, then take this platform's
+        turns from the queue (those a stop left unfinished first: they are the oldest), unless
+        the fleet's workers run them."""
         if self.pipeline.work:
-            await self.show_undelivered()
+            await self.pipeline.show_unshown()
         self.pipeline.start()
-
-    async def show_undelivered(self) -> None:
-        """Post the outcomes of turns that finished while their post was cut off (a stop between
-        the two). Each is claimed first, so two processes starting at once post it once."""
-        for turn_id in await self.deliveries.undelivered(self.platform):
-            if not await self.deliveries.claim_event(self.platform, f"deliver:{turn_id}"):
-                continue
-            try:
-                await self.turn_finished(await self.service.result_of(turn_id))
-            except Exception:  # one thread we cannot post to must not stop the others
-                log.exception("could not show the outcome of turn %s", turn_id)
-                await self.deliveries.release_event(self.platform, f"deliver:{turn_id}")
 
     def delivery_finished(self, delivery: str) -> None:
         for observe in self.delivery_observers:

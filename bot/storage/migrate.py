@@ -29,9 +29,10 @@ from bot.storage.schema import metadata
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 BASELINE = "0008_baseline"
-HEAD = "0010_turn_leases"  # the newest revision in migrations/versions
+HEAD = "0011_unshown_outcomes"  # the newest revision in migrations/versions
 # Every revision from the baseline to HEAD, in order: what a new store is brought through.
-REVISIONS = ("0008_baseline", "0009_one_active_approval", "0010_turn_leases")
+REVISIONS = ("0008_baseline", "0009_one_active_approval", "0010_turn_leases",
+             "0011_unshown_outcomes")
 # Two processes starting at once on one PostgreSQL store: the second waits for the first's
 # upgrade instead of both creating tables. Any fixed 64-bit number; this one spells "thrededt".
 _PG_LOCK_KEY = 0x7468726564656474

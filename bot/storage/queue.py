@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Select, exists, func, or_, select, update
 
 from bot.domain import FINISHED
 from bot.storage.repositories import UNFINISHED, Repository, announce
-from bot.storage.schema import sessions, turns
+from bot.storage.schema import posts, sessions, turns
 
 _FINISHED = tuple(state.value for state in FINISHED)
 
@@ -109,6 +109,27 @@ class TurnQueue(Repository):
         for turn_id in turn_ids:
             await announce(self.conn, turn_id)
         return int(done.rowcount)
+
+    async def unshown(self, platforms: Collection[str]) -> list[tuple[int, str, str | None]]:
+        """Finished turns of these platforms whose outcome no thread has shown (those with a
+        progress post: a thread waits for them): (turn id, platform, the worker that finished
+        the turn or took it to show), oldest first."""
+        has_progress = exists().where(posts.c.turn_id == turns.c.id, posts.c.kind == "progress")
+        found = await self.conn.execute(
+            select(turns.c.id, sessions.c.platform, turns.c.lease_owner)
+            .join(sessions, sessions.c.id == turns.c.session_id)
+            .where(turns.c.delivered_at.is_(None), turns.c.state.in_(_FINISHED),
+                   sessions.c.platform.in_(sorted(platforms)), has_progress).order_by(turns.c.id))
+        return [(row.id, row.platform, row.lease_owner) for row in found]
+
+    async def take_unshown(self, turn_id: int, owner: str, previous: str | None) -> bool:
+        """Take a finished turn's unshown outcome to show it, if `previous` still has it (two
+        workers taking it at once: one wins)."""
+        done = await self.conn.execute(update(turns).where(
+            turns.c.id == turn_id, turns.c.delivered_at.is_(None), turns.c.state.in_(_FINISHED),
+            turns.c.lease_owner.is_(None) if previous is None else turns.c.lease_owner == previous,
+        ).values(lease_owner=owner, lease_expires_at=None))
+        return done.rowcount == 1
 
     async def owner(self, turn_id: int) -> str | None:
         found = await self.conn.execute(select(turns.c.lease_owner).where(turns.c.id == turn_id))

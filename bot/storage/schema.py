@@ -121,6 +121,10 @@ Index("turns_by_state", turns.c.state,
       sqlite_where=text(_in("state", "queued", "running")),
       postgresql_where=text(_in("state", "queued", "running")))
 Index("turns_by_author_time", turns.c.author, turns.c.created_at)
+# 0011: finished turns no thread has shown yet (bot/storage/queue.py `unshown`).
+Index("turns_unshown", turns.c.id,
+      sqlite_where=text("delivered_at IS NULL AND " + _in("state", "done", "text", "blocked", "failed")),
+      postgresql_where=text("delivered_at IS NULL AND " + _in("state", "done", "text", "blocked", "failed")))
 
 approvals = Table(
     "approvals", metadata,

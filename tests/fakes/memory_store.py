@@ -373,6 +373,20 @@ class MemoryTurnQueue(MemoryRepository):
             self.db, lambda r: r["id"] in set(turn_ids) and r["lease_owner"] == owner
             and r["state"] in UNFINISHED, lease_expires_at=None)
 
+    async def unshown(self, platforms: Collection[str]) -> list[tuple[int, str, str | None]]:
+        turns = MemoryTurns(self.db)
+        progress = {r["turn_id"] for r in self.db["posts"].select(lambda r: r["kind"] == "progress")}
+        return [(r["id"], turns._platform(r), r["lease_owner"]) for r in sorted(
+            self.db["turns"].select(lambda r: r["delivered_at"] is None and r["state"] in FINISHED_STATES
+                                    and r["id"] in progress and turns._platform(r) in set(platforms)),
+            key=lambda r: r["id"])]
+
+    async def take_unshown(self, turn_id: int, owner: str, previous: str | None) -> bool:
+        return self.db["turns"].update(
+            self.db, lambda r: r["id"] == turn_id and r["delivered_at"] is None
+            and r["state"] in FINISHED_STATES and r["lease_owner"] == previous,
+            lease_owner=owner, lease_expires_at=None) == 1
+
     async def owner(self, turn_id: int) -> str | None:
         row = self.db["turns"].first(lambda r: r["id"] == turn_id)
         return None if row is None else row["lease_owner"]

@@ -142,3 +142,31 @@ async def test_a_result_stored_but_not_shown_is_shown_at_the_next_start(
         [v1] = await eventually(lambda: _versions(slack), within=30)
     assert len(gemini.requests) == 1  # shown from the store, not generated again
     assert "a red kite" in json.dumps(v1["blocks"])
+
+
+async def test_an_outcome_a_killed_process_left_unshown_is_shown_by_one_still_running(
+        tmp_path: Path, slack: FakeSlack, gemini: FakeGemini):
+    """A process finished the turn and died before its thread saw it: another process on the same
+    data directory, already running, shows it once that one is gone, and never while it runs."""
+    original = slack._handlers["chat.postMessage"]
+
+    async def refuse_versions(args: dict) -> dict:
+        if "te:" in str(args.get("blocks") or ""):
+            raise SlackError("internal_error")
+        return await original(args)
+
+    slack._handlers["chat.postMessage"] = refuse_versions
+    async with BotProcess(tmp_path, slack, gemini) as first:
+        await first.mention("a blue heron")
+        await eventually(lambda: sum(c.method == "chat.postMessage" and "te:" in str(c.args.get("blocks"))
+                                     for c in slack.calls) >= 2)  # its post, then the fallback
+        slack._handlers["chat.postMessage"] = original
+        async with BotProcess(tmp_path, slack, gemini):
+            # Its start looked for unshown outcomes before saying it started: this one is still
+            # the first process's, which runs.
+            assert _versions(slack) == []
+            await first.kill()
+            [v1] = await eventually(lambda: _versions(slack), within=30)
+            await eventually(lambda: any(m["text"] == "v1 is ready." for m in _thread(slack)))
+    assert len(gemini.requests) == 1 and len(_versions(slack)) == 1
+    assert "a blue heron" in json.dumps(v1["blocks"])
