@@ -199,3 +199,18 @@ async def test_a_stop_gives_up_what_is_kept_with_a_line_and_a_sentence(
            "process is stopping" in pending_lines(caplog)
     store.down = False
     assert store.rows("turns") == []
+
+
+async def test_a_reply_in_a_session_another_process_started_is_told_once_a_message_there_was_seen(
+        core: ChatCore, service: EditService, store: FlakyStore) -> None:
+    other = FakeBackend()
+    replica = ChatCore(service, other, progress_interval=60, **services(store))
+    try:
+        await core.on_message(message("a lighthouse", 0, mentioned=True))  # the session, made elsewhere
+        await replica.on_message(message("size 2K", 1))  # a command: this replica sees the session
+        store.down = True
+        await replica.on_message(message("add a boat", 2))
+        settings, kept = other.texts()
+        assert settings.startswith("Settings: ") and kept == KEPT
+    finally:
+        await replica.aclose()
