@@ -68,3 +68,26 @@ async def test_a_mention_while_postgresql_is_down_past_the_retries_is_kept_and_m
     assert lines == [f"<@UANA> {KEPT}", "v1 is ready."], lines
     assert _asked(gemini, mention.text) == 1 and len(gemini.requests) == 2
     assert await _versions_recorded(url) == {mention.thread: [1], later.thread: [1]}
+
+
+async def test_a_stop_while_a_mention_is_kept_says_so_in_the_log_and_the_thread(
+        tmp_path: Path, slack: FakeSlack, gemini: FakeGemini, own_cluster: Cluster):  # noqa: F811
+    url = own_cluster.new_database()
+    [replica] = await _start_replicas(tmp_path, _http_env(tmp_path, slack, gemini, url), count=1)
+    mention = Mention("1700001000.000100", "1700001000.000100", "a poster asked before a stop")
+    try:
+        await asyncio.to_thread(own_cluster.stop_server)
+        async with httpx.AsyncClient(timeout=30) as http:
+            assert (await _deliver(http, replica, _envelope(mention.event(), "EvSTOPPED")))[0] == 200
+        await _stderr_until(replica.proc, "is kept until the store answers")
+        await eventually(lambda: _said(slack, mention.thread, KEPT), within=WITHIN)
+    finally:
+        code, output = await stop(replica.proc)  # SIGTERM with the mention still kept
+        await asyncio.to_thread(own_cluster.start_server)
+    assert code == 0 and "Traceback" not in output, output
+    given_up = [line for line in output.splitlines() if "EvSTOPPED" in line or "1700001000" in line]
+    assert len(given_up) == 1 and given_up[0].endswith("was not recorded: the process is stopping"), output
+    lines = [m["text"] for m in _bot_posts(slack, mention.thread)]
+    assert lines == [f"<@UANA> {KEPT}", f"<@UANA> {presenter.NOT_KEPT_STOPPED.plain()}"], lines
+    assert _asked(gemini, mention.text) == 0
+    assert await _versions_recorded(url) == {}
