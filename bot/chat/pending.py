@@ -56,6 +56,8 @@ class Kept:
     tell: Tell | None  # says a sentence to its author where they will look; None: nowhere known
     received: float = field(default_factory=time.monotonic)
     recorded: bool = False  # its turn (or change) is in the store: nothing is left to keep
+    # Set once its author was told it is kept: its queued line must not come before that.
+    told: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 _current: contextvars.ContextVar[Kept | None] = contextvars.ContextVar("threadedit_kept", default=None)
@@ -160,9 +162,12 @@ class PendingInstructions:
         bisect.insort(self._kept, kept, key=lambda k: k.number)
         cause = f" ({exc})" if exc is not None else ""
         log.warning("%s is kept until the store answers%s; %d kept", _said(kept), cause, len(self._kept))
-        await _tell(kept, presenter.KEPT)
         if self._drain is None or self._drain.done():
             self._drain = asyncio.create_task(self._try_kept(), name="kept-instructions")
+        try:
+            await _tell(kept, presenter.KEPT)  # a slow platform delays this one's next try only
+        finally:
+            kept.told.set()
 
     async def _try_kept(self) -> None:
         """Try the oldest kept instruction until the store answers, then the next, in order."""
@@ -171,6 +176,7 @@ class PendingInstructions:
             if not self._kept:
                 return
             oldest = self._kept[0]
+            await oldest.told.wait()
             try:
                 stopped = await self._attempt(oldest)
             except Exception as exc:  # the platform or a bug: this one ends, the others go on

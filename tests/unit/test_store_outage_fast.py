@@ -214,3 +214,4 @@ async def test_a_reply_in_a_session_another_process_started_is_told_once_a_messa
         assert settings.startswith("Settings: ") and kept == KEPT
     finally:
         await replica.aclose()
+
