@@ -215,3 +215,15 @@ async def test_a_reply_in_a_session_another_process_started_is_told_once_a_messa
     finally:
         await replica.aclose()
 
+
+
+async def test_a_mention_that_opens_its_own_thread_is_told_in_that_thread(
+        core: ChatCore, backend: FakeBackend, store: FlakyStore) -> None:
+    # Discord: a mention in a channel gets a thread on its message, which does not exist yet.
+    store.down = True
+    await core.on_message(replace(message("a lighthouse", 0, mentioned=True), needs_thread=True))
+    assert backend.threads_opened == [HERE.thread] and backend.texts(HERE.thread) == [KEPT]
+    store.down = False
+    await backend.wait_for(lambda: backend.versions(HERE.thread))
+    await core.pipeline.join()
+    assert backend.texts(HERE.thread) == [KEPT, "v1 is ready."] and len(store.rows("turns")) == 1
