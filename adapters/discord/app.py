@@ -101,6 +101,7 @@ class DiscordAdapter:
                 "(Bot → Privileged Gateway Intents) or set DISCORD_MESSAGE_CONTENT=false.") from None
 
     async def aclose(self) -> None:
+        await self.core.pending.aclose()  # while Discord can still be told about what is given up
         await self.client.close()
         if self._task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):

@@ -17,6 +17,7 @@ from bot.chat import presenter
 from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, Origin, VersionPost
 from bot.chat.commands import ThreadCommand, parse_thread_command
 from bot.chat.controls import Control, buttons_for, parse_button_value
+from bot.chat.pending import PendingInstructions, teller
 from bot.chat.text import Text
 from bot.deliveries import PROGRESS, VERSION, Deliveries
 from bot.domain import FINISHED, OperationRefused, Session, SessionKey, Turn, UnknownSession
@@ -65,6 +66,9 @@ class ChatCore:
         self.pipeline = TurnPipeline(service, max_concurrency=max_concurrency,
                                      listeners={self.platform: self}, lease_seconds=lease_seconds,
                                      max_age_seconds=max_age_seconds, work=work)
+        # Instructions the store could not take (down past its retries): kept, in order, and
+        # handled once it answers (bot/chat/pending.py).
+        self.pending = PendingInstructions()
         self._tickers: dict[int, asyncio.Task[None]] = {}
         self._progress_posted: dict[int, asyncio.Event] = {}
         # Called with the platform's id of each delivery (an event, a click, a reaction) once
@@ -85,6 +89,7 @@ class ChatCore:
             observe(delivery)
 
     async def aclose(self) -> None:
+        await self.pending.aclose()
         for task in self._tickers.values():
             task.cancel()
         await self.pipeline.aclose()
@@ -100,6 +105,13 @@ class ChatCore:
         return presenter.CHANNEL_NOT_ALLOWED
 
     async def on_message(self, msg: IncomingMessage) -> None:
+        # Told where the person looks: a mention, or a reply in a thread known to hold a session.
+        told = msg.mentioned or self.pending.is_session(msg.key)
+        await self.pending.run(lambda: self._message(msg), what="a message",
+                               identity=f"msg:{msg.key.channel}:{msg.message_id}",
+                               tell=teller(self.backend, msg.key, msg.author, msg) if told else None)
+
+    async def _message(self, msg: IncomingMessage) -> None:
         key = msg.key
         if self.allowed_channels is not None and key.channel not in self.allowed_channels:
             if msg.mentioned and (refusal := await self.channel_refusal(key, msg.author)):
@@ -111,6 +123,8 @@ class ChatCore:
         session, seen = await self.deliveries.session_and_event(self.platform, key, event)
         if session is None and not msg.mentioned:
             return
+        if session is not None:
+            self.pending.session_seen(key)
         # A message is handled once, whichever way it arrives (a retry, a replay after a
         # reconnect, or Slack's app_mention and message events for the same mention). An edit's
         # event is claimed with its turn, after its files were fetched: a failure before that
@@ -120,6 +134,7 @@ class ChatCore:
         command = parse_thread_command(msg.text) if session else None
         if session and command:
             if await self.deliveries.claim_event(self.platform, event):
+                self.pending.then(lambda: self._command(session, msg, command))
                 await self._command(session, msg, command)
             return
         if session is None and msg.needs_thread and not await self.backend.open_thread(msg):
@@ -163,8 +178,11 @@ class ChatCore:
             await self.backend.post_text(key, presenter.addressed(user, exc.message))
 
     async def _submit(self, turn: Turn) -> None:
+        # Recorded: a store that stops answering from here on must not make the turn again.
+        self.pending.recorded()
         spot = await self.reads.queue_spot(turn, cap=self.pipeline.cap)
         session, waiting, version, slots_busy = spot.session, spot.waiting, spot.next_version, spot.slots_busy
+        self.pending.session_seen(session.key)
         # The turn is in the queue already (the service recorded it): wake this process's worker
         # before posting. The turn starts its progress ticker only once that post exists.
         posted = self._progress_posted[turn.id] = asyncio.Event()
@@ -209,6 +227,14 @@ class ChatCore:
         control = self.backend.reactions.get(emoji)
         if control is None:
             return
+        sign = "+" if added else "-"
+        await self.pending.run(  # untold if kept: which thread it is in, only the store knows
+            lambda: self._reaction(channel, message_id, emoji, control, actor, added, event_key, roles),
+            what=f"a reaction ({control.value})", tell=None,
+            identity=event_key or f"react:{channel}:{message_id}:{actor}:{emoji}:{sign}")
+
+    async def _reaction(self, channel: str, message_id: str, emoji: str, control: Control, actor: str,
+                        added: bool, event_key: str | None, roles: frozenset[str]) -> None:
         # Most reactions are on other people's messages: one read, and nothing written, for them.
         # A reaction can only name a version by being on its post: the post says where it is.
         post = await self.deliveries.version_post(self.platform, channel, message_id)
@@ -226,19 +252,26 @@ class ChatCore:
             fresh = counts and await self.deliveries.claim_event(self.platform, event_key)
         if not (fresh and counts):
             return
-        if not added:
-            control = Control.WITHDRAW
-        if await self._refused_channel(post.session, actor, control):
-            return
-        await self.apply_control(post.session, post.version, control, actor, roles)
+        control = control if added else Control.WITHDRAW
+        self.pending.then(lambda: self._control_here(post.session, post.version, control, actor, roles),
+                          teller(self.backend, post.session.key, actor))
+        await self._control_here(post.session, post.version, control, actor, roles)
 
     async def on_button(self, value: str, actor: str, origin: Origin,
                         roles: frozenset[str] = frozenset(), event_key: str | None = None) -> None:
         parsed = parse_button_value(value)
         if parsed is None:
             return
+        here = SessionKey(self.platform, origin.workspace, origin.channel, origin.thread)
+        await self.pending.run(lambda: self._button(parsed, actor, origin, roles, event_key),
+                               what=f"a button ({parsed[0].value})", identity=event_key,
+                               tell=teller(self.backend, here, actor))
+
+    async def _button(self, parsed: tuple[Control, int, int], actor: str, origin: Origin,
+                      roles: frozenset[str], event_key: str | None) -> None:
         if event_key is not None and not await self.deliveries.claim_event(self.platform, event_key):
             return  # the same click delivered again
+        self.pending.then(lambda: self._button(parsed, actor, origin, roles, None))  # claimed
         control, session_id, version = parsed
         session = await self._session_here(session_id, origin)
         if session is None:
@@ -251,9 +284,12 @@ class ChatCore:
             here = SessionKey(self.platform, origin.workspace, origin.channel, origin.thread)
             await self._tell(here, actor, presenter.NOT_THIS_THREAD)
             return
-        if await self._refused_channel(session, actor, control):
-            return
-        await self.apply_control(session, version, control, actor, roles)
+        await self._control_here(session, version, control, actor, roles)
+
+    async def _control_here(self, session: Session, version: int, control: Control, actor: str,
+                            roles: frozenset[str]) -> None:
+        if not await self._refused_channel(session, actor, control):
+            await self.apply_control(session, version, control, actor, roles)
 
     async def _session_here(self, session_id: int, origin: Origin) -> Session | None:
         """The session, if it lives where the click came from; else None."""

@@ -14,6 +14,15 @@ CHANNEL_NOT_ALLOWED = Text.of("I am not enabled in this channel; ask an admin to
 # A click whose button names a session that does not live where the click came from (a forged
 # or copied value): nothing is done, and the clicker is told why.
 NOT_THIS_THREAD = Text.of("That button does not belong to a version in this thread, so I did nothing.")
+# An instruction that arrived while the database did not answer (bot/chat/pending.py): kept, and
+# when it cannot be kept any longer, given up with a way forward.
+KEPT = Text.of("The database is not answering; your instruction is kept and will run when it is back.")
+NOT_KEPT_TOO_LONG = Text.of("The database did not answer in time, so your instruction could not be "
+                            "recorded; send it again.")
+NOT_KEPT_FULL = Text.of("The database is not answering and too many instructions are waiting for it, "
+                        "so yours could not be recorded; send it again later.")
+NOT_KEPT_STOPPED = Text.of("I was stopped before the database answered, so your instruction could not "
+                           "be recorded; send it again.")
 
 
 def addressed(user: str, line: str | Text) -> Text:

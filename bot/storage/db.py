@@ -11,10 +11,8 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-
-class StoreUnavailable(Exception):
-    """The data directory or the database cannot be used. The message is one sentence naming
-    the path and what to do; nothing was changed."""
+# Defined below every layer (the chat core recognises it); importers of bot.storage.db keep it.
+from bot.errors import StoreUnavailable as StoreUnavailable
 
 
 def _reason(exc: OSError) -> str:
