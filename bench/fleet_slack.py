@@ -107,8 +107,8 @@ async def first_answers(ctx: Run, database_url: str, fake: FakeModel, mentions: 
 
 async def _warm_up(http: httpx.AsyncClient, slack: TimedSlack, ports: list[int]) -> None:
     """One mention to each replica first, not counted: a replica that has been up a while has
-    its connections open and Slack's auth.test answer cached (Bolt asks once, but every event of
-    a first burst asks while the answer is not in yet)."""
+    its connections (to the store, to Slack) open. (Who the bot is needs no warming: Bolt is
+    given the start-up's auth.test answer, adapters/slack/identity.py.)"""
     threads = [f"16900{n:05d}.000100" for n in range(len(ports))]
     for n, (port, thread) in enumerate(zip(ports, threads, strict=True)):
         envelope = _envelope(90000 + n, thread)
