@@ -74,22 +74,26 @@ async def run(ctx: Run) -> dict[str, Any]:
                                  "/usr/lib/postgresql/*/bin or on PATH: apt-get install postgresql")
         else:
             async with fake_model(ctx.work, latency=size["latency"]) as fake:
-                result["throughput"] = [
-                    await _throughput(ctx, cluster.new_database(), fake, workers, size)
-                    for workers in size["workers"]]
+                if not ctx.first_answer_only:
+                    result["throughput"] = [
+                        await _throughput(ctx, cluster.new_database(), fake, workers, size)
+                        for workers in size["workers"]]
                 result["first_answer"] = await first_answers(
                     ctx, cluster.new_database(), fake, size["mentions"], CAP)
-                if not ctx.quick:  # the replicas alone: is the time theirs, or the machine's?
+                if not ctx.quick or ctx.first_answer_only:
+                    # The replicas alone: is the time theirs, or the machine's?
                     result["first_answer_alone"] = await first_answers(
                         ctx, cluster.new_database(), fake, size["mentions"], CAP, workers=0)
             # A model call of 2 s even in the quick run: the kill must land while the call is
             # under way, and the turn is then one call away from done.
-            async with fake_model(ctx.work, latency=KILLED_CALL_S) as fake:
-                result["killed_worker"] = await _killed_worker(
-                    ctx, cluster.new_database(), fake, size["lease"], KILLED_CALL_S)
+            if not ctx.first_answer_only:
+                async with fake_model(ctx.work, latency=KILLED_CALL_S) as fake:
+                    result["killed_worker"] = await _killed_worker(
+                        ctx, cluster.new_database(), fake, size["lease"], KILLED_CALL_S)
     result["pass"] = _verdict(result)
     _print(result, ctx.quick)
-    charts.fleet(result, ctx.chart(NAME))
+    if not ctx.first_answer_only:  # the chart is the throughput's
+        charts.fleet(result, ctx.chart(NAME))
     return result
 
 
@@ -285,8 +289,8 @@ async def _killed_worker(ctx: Run, database_url: str, fake: FakeModel, lease: fl
 def _verdict(r: dict[str, Any]) -> bool | None:
     if "blocked" in r:
         return None
-    return (all(t["pass"] for t in r["throughput"]) and r["first_answer"]["pass"]
-            and r["killed_worker"]["pass"])
+    return (all(t["pass"] for t in r.get("throughput", [])) and r["first_answer"]["pass"]
+            and r.get("killed_worker", {}).get("pass", True))
 
 
 def _print(r: dict[str, Any], quick: bool) -> None:
@@ -303,7 +307,7 @@ def _print(r: dict[str, Any], quick: bool) -> None:
           "queue would hold a later turn back anyway, and this also times the wake-up of idle "
           "workers).")
     rows = []
-    for t in r["throughput"]:
+    for t in r.get("throughput", []):
         rows.append([f"throughput, {t['workers']} worker{'s' if t['workers'] > 1 else ''}",
                      f"{t['sessions']}x{t['turns']} turns: {t['wall_s']:.1f} s, {t['ratio']:.2f}x "
                      f"ideal {t['ideal_s']:.1f} s; peak {t['peak_calls']} calls; "
@@ -316,12 +320,13 @@ def _print(r: dict[str, Any], quick: bool) -> None:
                      f"p50 {f['p50_s']:.2f} s, p95 {f['p95_s']:.2f} s, max {f['max_s']:.2f} s "
                      f"({f['answered']}/{f['mentions']} answered)",
                      f"p95 < {TARGET_FIRST_ANSWER_P95_S:g} s", report.verdict(f["pass"])])
-    k = r["killed_worker"]
-    rows.append([f"killed worker's turn, lease {k['lease_s']:g} s",
-                 f"{k['seconds']:.1f} s from SIGKILL to v{k['version']} recorded ({k['status']})",
-                 f"<= lease + one call = {k['target_s']:g} s", report.verdict(k["pass"])])
+    k = r.get("killed_worker")
+    if k is not None:
+        rows.append([f"killed worker's turn, lease {k['lease_s']:g} s",
+                     f"{k['seconds']:.1f} s from SIGKILL to v{k['version']} recorded ({k['status']})",
+                     f"<= lease + one call = {k['target_s']:g} s", report.verdict(k["pass"])])
     report.table(["measure", "result", "target", "verdict"], rows)
-    for t in r["throughput"]:
+    for t in r.get("throughput", []):
         print(f"{t['workers']} worker(s): turns taken per worker {t['turns_per_worker']}, "
               f"{t['model_calls']} model calls, outcomes {t['statuses']}; model slots in use "
               f"{t['slot_use']:.0%} of the time; machine CPU busy {t['machine_cpu_busy']:.0%} (CPU s: "
@@ -329,6 +334,13 @@ def _print(r: dict[str, Any], quick: bool) -> None:
               f"{'clean stops' if t['clean_stops'] else 'a worker did not stop cleanly (see logs)'}.")
     for f in answers:
         print(f"First answers with {f['workers']} workers: {f['note']}")
+    if k is not None:
+        _print_killed(k)
+    note = " (quick: smaller than the issue's configuration, indicative only)" if quick else ""
+    print(f"Targets: {report.verdict(r['pass'])}{note}")
+
+
+def _print_killed(k: dict[str, Any]) -> None:
     second = k["second_call_after_s"]
     in_flight = "under way" if k["in_flight_at_kill"] else "NOT under way"
     print(f"Killed worker: its call was {in_flight} at the kill; its lease ran out "
@@ -336,5 +348,3 @@ def _print(r: dict[str, Any], quick: bool) -> None:
           f"again {second:.1f} s after the kill ({k['model_calls']} calls in all), run by the "
           f"{'surviving worker' if k['taken_by_survivor'] else 'UNEXPECTED worker'}."
           if second is not None else "Killed worker: the turn was not called again.")
-    note = " (quick: smaller than the issue's configuration, indicative only)" if quick else ""
-    print(f"Targets: {report.verdict(r['pass'])}{note}")
