@@ -12,7 +12,10 @@
    calls is the fake model's own count, across every worker.
 2. First visible answer. Mentions arriving at once, split across two `threadedit run --no-worker`
    replicas (HTTP mode, signed as Slack signs), with two workers running: time from the start of
-   each POST to the bot's first post in that thread at the fake Slack.
+   each POST to the bot's first post in that thread at the fake Slack. Also (full runs) the
+   replicas alone, no workers; and, on two cores or more, the replicas and the fake Slack pinned
+   to a core of their own, the rest to the others, as a fleet puts the ingress on machines of
+   its own (bench/fleet_pinning.py). The verdict is the first row's: the shared machine.
 3. A killed worker's turn. Two workers; once a turn's call has reached the model, the worker
    holding it is killed with SIGKILL; time until the other one has recorded the turn's version,
    against "lease + one model call".
@@ -37,6 +40,7 @@ from sqlalchemy import select
 
 from bench import charts, report
 from bench.common import Run
+from bench.fleet_pinning import usable_cores
 from bench.fleet_procs import CpuMeter, child_env, postgres, process_cpu_seconds, start_many, stop_all
 from bench.fleet_slack import first_answers
 from bench.processes import FakeModel, fake_model
@@ -84,6 +88,11 @@ async def run(ctx: Run) -> dict[str, Any]:
                     # The replicas alone: is the time theirs, or the machine's?
                     result["first_answer_alone"] = await first_answers(
                         ctx, cluster.new_database(), fake, size["mentions"], CAP, workers=0)
+                if (not ctx.quick or ctx.first_answer_only) and len(usable_cores()) >= 2:
+                    # As in a real fleet, the ingress on a machine of its own: the replicas and
+                    # the fake Slack on one core, the workers, model and store on the others.
+                    result["first_answer_pinned"] = await first_answers(
+                        ctx, cluster.new_database(), fake, size["mentions"], CAP, pinned_in=cluster)
             # A model call of 2 s even in the quick run: the kill must land while the call is
             # under way, and the turn is then one call away from done.
             if not ctx.first_answer_only:
@@ -313,10 +322,12 @@ def _print(r: dict[str, Any], quick: bool) -> None:
                      f"ideal {t['ideal_s']:.1f} s; peak {t['peak_calls']} calls; "
                      f"{t['turns_ok']}/{t['turns_total']} ok",
                      f"<= {TARGET_RATIO:.2f}x, peak <= {r['cap']}", report.verdict(t["pass"])])
-    answers = [r["first_answer"]] + ([r["first_answer_alone"]] if "first_answer_alone" in r else [])
+    answers = [r[part] for part in ("first_answer", "first_answer_alone", "first_answer_pinned")
+               if part in r]
     for f in answers:
         rows.append([f"first visible answer, {f['mentions']} mentions on 2 replicas, "
-                     f"{f['workers']} workers",
+                     f"{f['workers']} workers"
+                     + ("; ingress pinned to a core of its own" if f.get("pinned") else ""),
                      f"p50 {f['p50_s']:.2f} s, p95 {f['p95_s']:.2f} s, max {f['max_s']:.2f} s "
                      f"({f['answered']}/{f['mentions']} answered)",
                      f"p95 < {TARGET_FIRST_ANSWER_P95_S:g} s", report.verdict(f["pass"])])
@@ -333,7 +344,8 @@ def _print(r: dict[str, Any], quick: bool) -> None:
               + ", ".join(f"{k} {v:.0f}" for k, v in t["cpu_s"].items()) + "); "
               f"{'clean stops' if t['clean_stops'] else 'a worker did not stop cleanly (see logs)'}.")
     for f in answers:
-        print(f"First answers with {f['workers']} workers: {f['note']}")
+        print(f"First answers with {f['workers']} workers{' (ingress pinned)' if f.get('pinned') else ''}: "
+              f"{f['note']}")
     if k is not None:
         _print_killed(k)
     note = " (quick: smaller than the issue's configuration, indicative only)" if quick else ""
