@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the store turn_time runs on: sqlite (default) or postgresql (the server "
                         "THREADEDIT_DATABASE_URL names, else a throwaway one started from Debian's "
                         "postgresql binaries)")
+    p.add_argument("--first-answer-only", action="store_true",
+                   help="fleet: run only its first-visible-answer rows (mentions at once on two "
+                        "replicas), not throughput or the killed worker")
     p.add_argument("--keep-work", action="store_true",
                    help="keep the temporary data directories and logs, and say where they are")
     return p
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         results, ok = asyncio.run(_run_all(names, Run(work=work, out=out, quick=args.quick,
-                                                       store=args.store)))
+                                                       store=args.store,
+                                                       first_answer_only=args.first_answer_only)))
     finally:
         if args.keep_work:
             print(f"Work directory kept: {work}")

@@ -16,6 +16,7 @@ class Run:
     out: Path  # where PNG charts and results.json go
     quick: bool
     store: str = "sqlite"  # turn_time's store: sqlite (the data directory's file) or postgresql
+    first_answer_only: bool = False  # fleet: only the first-visible-answer rows
     _seeded: dict[tuple[int, int], Path] = field(default_factory=dict)
 
     def fresh_dir(self, name: str) -> Path:

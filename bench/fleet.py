@@ -12,7 +12,10 @@
    calls is the fake model's own count, across every worker.
 2. First visible answer. Mentions arriving at once, split across two `threadedit run --no-worker`
    replicas (HTTP mode, signed as Slack signs), with two workers running: time from the start of
-   each POST to the bot's first post in that thread at the fake Slack.
+   each POST to the bot's first post in that thread at the fake Slack. Also (full runs) the
+   replicas alone, no workers; and, on two cores or more, the replicas and the fake Slack pinned
+   to a core of their own, the rest to the others, as a fleet puts the ingress on machines of
+   its own (bench/fleet_pinning.py). The verdict is the first row's: the shared machine.
 3. A killed worker's turn. Two workers; once a turn's call has reached the model, the worker
    holding it is killed with SIGKILL; time until the other one has recorded the turn's version,
    against "lease + one model call". The survivor sees the killed worker gone (its presence lock
@@ -38,6 +41,7 @@ from sqlalchemy import select
 
 from bench import charts, report
 from bench.common import Run
+from bench.fleet_pinning import usable_cores
 from bench.fleet_procs import CpuMeter, child_env, postgres, process_cpu_seconds, start_many, stop_all
 from bench.fleet_slack import first_answers
 from bench.processes import FakeModel, fake_model
@@ -75,22 +79,31 @@ async def run(ctx: Run) -> dict[str, Any]:
                                  "/usr/lib/postgresql/*/bin or on PATH: apt-get install postgresql")
         else:
             async with fake_model(ctx.work, latency=size["latency"]) as fake:
-                result["throughput"] = [
-                    await _throughput(ctx, cluster.new_database(), fake, workers, size)
-                    for workers in size["workers"]]
+                if not ctx.first_answer_only:
+                    result["throughput"] = [
+                        await _throughput(ctx, cluster.new_database(), fake, workers, size)
+                        for workers in size["workers"]]
                 result["first_answer"] = await first_answers(
                     ctx, cluster.new_database(), fake, size["mentions"], CAP)
-                if not ctx.quick:  # the replicas alone: is the time theirs, or the machine's?
+                if not ctx.quick or ctx.first_answer_only:
+                    # The replicas alone: is the time theirs, or the machine's?
                     result["first_answer_alone"] = await first_answers(
                         ctx, cluster.new_database(), fake, size["mentions"], CAP, workers=0)
+                if (not ctx.quick or ctx.first_answer_only) and len(usable_cores()) >= 2:
+                    # As in a real fleet, the ingress on a machine of its own: the replicas and
+                    # the fake Slack on one core, the workers, model and store on the others.
+                    result["first_answer_pinned"] = await first_answers(
+                        ctx, cluster.new_database(), fake, size["mentions"], CAP, pinned_in=cluster)
             # A model call of 2 s even in the quick run: the kill must land while the call is
             # under way, and the turn is then one call away from done.
-            async with fake_model(ctx.work, latency=KILLED_CALL_S) as fake:
-                result["killed_worker"] = await _killed_worker(
-                    ctx, cluster.new_database(), fake, size["lease"], KILLED_CALL_S)
+            if not ctx.first_answer_only:
+                async with fake_model(ctx.work, latency=KILLED_CALL_S) as fake:
+                    result["killed_worker"] = await _killed_worker(
+                        ctx, cluster.new_database(), fake, size["lease"], KILLED_CALL_S)
     result["pass"] = _verdict(result)
     _print(result, ctx.quick)
-    charts.fleet(result, ctx.chart(NAME))
+    if not ctx.first_answer_only:  # the chart is the throughput's
+        charts.fleet(result, ctx.chart(NAME))
     return result
 
 
@@ -286,8 +299,8 @@ async def _killed_worker(ctx: Run, database_url: str, fake: FakeModel, lease: fl
 def _verdict(r: dict[str, Any]) -> bool | None:
     if "blocked" in r:
         return None
-    return (all(t["pass"] for t in r["throughput"]) and r["first_answer"]["pass"]
-            and r["killed_worker"]["pass"])
+    return (all(t["pass"] for t in r.get("throughput", [])) and r["first_answer"]["pass"]
+            and r.get("killed_worker", {}).get("pass", True))
 
 
 def _print(r: dict[str, Any], quick: bool) -> None:
@@ -304,32 +317,43 @@ def _print(r: dict[str, Any], quick: bool) -> None:
           "queue would hold a later turn back anyway, and this also times the wake-up of idle "
           "workers).")
     rows = []
-    for t in r["throughput"]:
+    for t in r.get("throughput", []):
         rows.append([f"throughput, {t['workers']} worker{'s' if t['workers'] > 1 else ''}",
                      f"{t['sessions']}x{t['turns']} turns: {t['wall_s']:.1f} s, {t['ratio']:.2f}x "
                      f"ideal {t['ideal_s']:.1f} s; peak {t['peak_calls']} calls; "
                      f"{t['turns_ok']}/{t['turns_total']} ok",
                      f"<= {TARGET_RATIO:.2f}x, peak <= {r['cap']}", report.verdict(t["pass"])])
-    answers = [r["first_answer"]] + ([r["first_answer_alone"]] if "first_answer_alone" in r else [])
+    answers = [r[part] for part in ("first_answer", "first_answer_alone", "first_answer_pinned")
+               if part in r]
     for f in answers:
         rows.append([f"first visible answer, {f['mentions']} mentions on 2 replicas, "
-                     f"{f['workers']} workers",
+                     f"{f['workers']} workers"
+                     + ("; ingress pinned to a core of its own" if f.get("pinned") else ""),
                      f"p50 {f['p50_s']:.2f} s, p95 {f['p95_s']:.2f} s, max {f['max_s']:.2f} s "
                      f"({f['answered']}/{f['mentions']} answered)",
                      f"p95 < {TARGET_FIRST_ANSWER_P95_S:g} s", report.verdict(f["pass"])])
-    k = r["killed_worker"]
-    rows.append([f"killed worker's turn, lease {k['lease_s']:g} s",
-                 f"{k['seconds']:.1f} s from SIGKILL to v{k['version']} recorded ({k['status']})",
-                 f"<= lease + one call = {k['target_s']:g} s", report.verdict(k["pass"])])
+    k = r.get("killed_worker")
+    if k is not None:
+        rows.append([f"killed worker's turn, lease {k['lease_s']:g} s",
+                     f"{k['seconds']:.1f} s from SIGKILL to v{k['version']} recorded ({k['status']})",
+                     f"<= lease + one call = {k['target_s']:g} s", report.verdict(k["pass"])])
     report.table(["measure", "result", "target", "verdict"], rows)
-    for t in r["throughput"]:
+    for t in r.get("throughput", []):
         print(f"{t['workers']} worker(s): turns taken per worker {t['turns_per_worker']}, "
               f"{t['model_calls']} model calls, outcomes {t['statuses']}; model slots in use "
               f"{t['slot_use']:.0%} of the time; machine CPU busy {t['machine_cpu_busy']:.0%} (CPU s: "
               + ", ".join(f"{k} {v:.0f}" for k, v in t["cpu_s"].items()) + "); "
               f"{'clean stops' if t['clean_stops'] else 'a worker did not stop cleanly (see logs)'}.")
     for f in answers:
-        print(f"First answers with {f['workers']} workers: {f['note']}")
+        print(f"First answers with {f['workers']} workers{' (ingress pinned)' if f.get('pinned') else ''}: "
+              f"{f['note']}")
+    if k is not None:
+        _print_killed(k)
+    note = " (quick: smaller than the issue's configuration, indicative only)" if quick else ""
+    print(f"Targets: {report.verdict(r['pass'])}{note}")
+
+
+def _print_killed(k: dict[str, Any]) -> None:
     second = k["second_call_after_s"]
     in_flight = "under way" if k["in_flight_at_kill"] else "NOT under way"
     print(f"Killed worker: its call was {in_flight} at the kill; its lease would have run out "
@@ -337,5 +361,3 @@ def _print(r: dict[str, Any], quick: bool) -> None:
           f"again {second:.1f} s after the kill ({k['model_calls']} calls in all), run by the "
           f"{'surviving worker' if k['taken_by_survivor'] else 'UNEXPECTED worker'}."
           if second is not None else "Killed worker: the turn was not called again.")
-    note = " (quick: smaller than the issue's configuration, indicative only)" if quick else ""
-    print(f"Targets: {report.verdict(r['pass'])}{note}")

@@ -22,6 +22,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bench import report
 from bench.common import Run
+from bench.fleet_pinning import ingress_core
 from bench.fleet_procs import CpuMeter, TimedSlack, child_env, start_many, stop_all
 from bench.processes import FakeModel
 from bench.wiring import bench_app
@@ -53,9 +54,10 @@ async def _deliver(http: httpx.AsyncClient, url: str,
 
 
 async def first_answers(ctx: Run, database_url: str, fake: FakeModel, mentions: int,
-                        cap: int, workers: int = 2) -> dict[str, Any]:
+                        cap: int, workers: int = 2, pinned_in: Any = None) -> dict[str, Any]:
     """`workers` 0: the replicas alone (the turns stay queued), to tell their own time apart
-    from the machine being busy with the workers' model calls."""
+    from the machine being busy with the workers' model calls. `pinned_in` (the PostgreSQL
+    cluster): the replicas and the fake Slack on a core of their own (bench/fleet_pinning.py)."""
     data_dir = ctx.fresh_dir("fleet-slack") / "data"
     settings = {"THREADEDIT_MAX_CONCURRENCY": str(cap), "THREADEDIT_DATABASE_URL": database_url}
     from tests.processes import free_port
@@ -68,7 +70,12 @@ async def first_answers(ctx: Run, database_url: str, fake: FakeModel, mentions: 
                                     extra=[{"THREADEDIT_PORT": str(p)} for p in ports])
         if workers:
             children += await start_many(ctx.work, env, workers, "worker", expect="threadedit worker:")
+        placement, pinning = None, contextlib.ExitStack()
         try:
+            if pinned_in is not None:
+                placement = pinning.enter_context(ingress_core(
+                    [c.pid for c in children[:2]], [c.pid for c in children[2:]] + [fake.proc.pid],
+                    pinned_in))
             threads = [f"17100{n:05d}.000100" for n in range(mentions)]
             async with httpx.AsyncClient(trust_env=False, timeout=30,
                                          limits=httpx.Limits(max_connections=mentions)) as http:
@@ -84,6 +91,7 @@ async def first_answers(ctx: Run, database_url: str, fake: FakeModel, mentions: 
             left = (await _unfinished_left(app, deadline=time.monotonic() + 30 + 8 * mentions / cap)
                     if workers else None)
         finally:
+            pinning.close()
             codes = await stop_all(children)
     waits = [slack.first_post[t] - began for t, (_, began, _) in zip(threads, sent, strict=True)
              if t in slack.first_post]
@@ -91,7 +99,8 @@ async def first_answers(ctx: Run, database_url: str, fake: FakeModel, mentions: 
     ok = sum(1 for status, _, _ in sent if status == 200)
     acks = [acked for _, _, acked in sent]
     return {
-        "mentions": mentions, "workers": workers, "machine_cpu_busy": machine_busy, "acked": ok,
+        "mentions": mentions, "workers": workers, "pinned": placement,
+        "machine_cpu_busy": machine_busy, "acked": ok,
         "answered": len(waits), "turns_unfinished": left,
         "p50_s": report.median(waits), "p95_s": p95, "max_s": max(waits, default=float("nan")),
         "clean_stops": all(code == 0 for code in codes) and not any(c.tracebacks() for c in children),
@@ -100,15 +109,16 @@ async def first_answers(ctx: Run, database_url: str, fake: FakeModel, mentions: 
                  + (f"; {mentions - left}/{mentions} turns then ran to their end on the {workers} "
                     "workers" if left is not None else "; no workers (the turns stayed queued)")
                  + f"; until the last first post, machine CPU busy {machine_busy:.0%}, CPU s: replicas "
-                 f"{sum(used[:2]):.1f}, workers {sum(used[2:]):.1f}."),
+                 f"{sum(used[:2]):.1f}, workers {sum(used[2:]):.1f}"
+                 + (f"; pinned: {placement}." if placement else ".")),
         "pass": len(waits) == mentions and p95 < TARGET_P95_S,
     }
 
 
 async def _warm_up(http: httpx.AsyncClient, slack: TimedSlack, ports: list[int]) -> None:
     """One mention to each replica first, not counted: a replica that has been up a while has
-    its connections open and Slack's auth.test answer cached (Bolt asks once, but every event of
-    a first burst asks while the answer is not in yet)."""
+    its connections (to the store, to Slack) open. (Who the bot is needs no warming: Bolt is
+    given the start-up's auth.test answer, adapters/slack/identity.py.)"""
     threads = [f"16900{n:05d}.000100" for n in range(len(ports))]
     for n, (port, thread) in enumerate(zip(ports, threads, strict=True)):
         envelope = _envelope(90000 + n, thread)

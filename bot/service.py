@@ -43,7 +43,7 @@ from bot.edit_input import (  # noqa: F401  (MAX_*: callers read them here)
 from bot.engine import Engine
 from bot.gemini.contents import user_content
 from bot.history import history_view
-from bot.images import ImageLimits, ImageRejected, check_image
+from bot.images import CheckedImage, ImageLimits, ImageRejected, check_image
 from bot.leases import TurnLeases
 from bot.model_call import ModelCall
 from bot.results import Attachment, HistoryView, TurnResult
@@ -213,22 +213,28 @@ class EditService:
     async def _submit_edit(self, target: int | SessionKey, author: str, instruction: str,
                            attachments: Sequence[Attachment], model: str | None, aspect: str | None,
                            size: str | None, event: tuple[str, str] | None = None) -> Turn | None:
+        checked: list[CheckedImage] = []
         try:
             instruction = checked_instruction(instruction, attachments)
-            # Off the event loop, one after another: decoding a large image takes seconds and
-            # hundreds of MB, and every other request of the process would wait for it.
-            checked = await asyncio.to_thread(
-                lambda: [check_image(a.data, filename=a.filename, limits=self.image_limits)
-                         for a in attachments])
-            # The same checks the transaction makes, before writing the images' blobs.
-            await self.store.read(lambda uow: self._edit_settings(uow, target, author, model, aspect, size))
+            if attachments:
+                # Off the event loop, one after another: decoding a large image takes seconds and
+                # hundreds of MB, and every other request of the process would wait for it.
+                checked = await asyncio.to_thread(
+                    lambda: [check_image(a.data, filename=a.filename, limits=self.image_limits)
+                             for a in attachments])
+                # The same checks the transaction makes, before writing the images' blobs. (With
+                # no image nothing is written before it: the transaction's checks are enough.)
+                await self.store.read(lambda uow: self._edit_settings(uow, target, author, model,
+                                                                      aspect, size))
         except (OperationRefused, ImageRejected):
             if event is not None and not await self.store.claim_event(*event):
                 return None
             raise
         text = instruction or "Use the attached image as the starting point."
-        content = await asyncio.to_thread(
-            pack_content, user_content(text, [(c.data, c.mime) for c in checked]), self.blobs)
+        request = user_content(text, [(c.data, c.mime) for c in checked])
+        # Text alone writes no blob: packed here, without a trip to a thread and back.
+        content = (await asyncio.to_thread(pack_content, request, self.blobs) if checked
+                   else pack_content(request, self.blobs))
 
         async def op(uow: UnitOfWork) -> Refusable[Turn | None]:
             if event is not None and not await uow.events.claim(*event):

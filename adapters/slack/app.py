@@ -14,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.backend import SlackBackend
 from adapters.slack.files import SlackFiles
+from adapters.slack.identity import BotIdentity
 from adapters.slack.listeners import register
 from adapters.slack.settings import SlackSettings
 from adapters.slack.startup import SlackStartError, SocketModeHandler, check_bot_token, check_token_kinds
@@ -48,9 +49,12 @@ def slack_core(app: App, backend: SlackBackend, settings: SlackSettings, *,
 
 class _DropTokenSkippedWarning(logging.Filter):
     # AsyncApp reads SLACK_BOT_TOKEN itself and warns that it is unused when a client is given
-    # too; we give the client on purpose (our base URL and retry handlers), so the warning is noise.
+    # too, and that the client's token is "ignored" when `authorize` is given; we give both on
+    # purpose (the client: our base URL and retry handlers; `authorize`: the start-up's auth.test
+    # answer, with the same token), so the warnings are noise.
     def filter(self, record: logging.LogRecord) -> bool:
-        return "`token` will be unused" not in record.getMessage()
+        message = record.getMessage()
+        return "`token` will be unused" not in message and "will be ignored" not in message
 
 
 BOLT_LOG = logging.getLogger("adapters.slack.bolt")
@@ -70,8 +74,10 @@ class SlackAdapter:
         self.files = files or SlackFiles(settings.bot_token.get_secret_value(),
                                          settings.file_origins, client=client)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
+        self.identity = BotIdentity(client)
         self.bolt = AsyncApp(
             client=client,
+            authorize=self.identity.authorize(),
             signing_secret=secret,
             request_verification_enabled=settings.mode == "http",
             raise_error_for_unhandled_request=True,
@@ -87,7 +93,7 @@ class SlackAdapter:
     async def start(self) -> str:
         """Check the bot token with Slack, resume unfinished turns, then listen. While Slack
         cannot be reached this retries with backoff; cancelling it (a stop) ends it at once."""
-        await check_bot_token(self.backend.client, self.settings.api_url)
+        self.identity.remember(await check_bot_token(self.backend.client, self.settings.api_url))
         await self.core.start()
         if self.settings.mode == "socket":
             assert self.settings.app_token is not None

@@ -15,6 +15,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.backoff import Backoff, Report, network_reason, report, until_reachable
 from adapters.slack.settings import SlackSettings
@@ -79,8 +80,10 @@ def transient_problem(exc: Exception, host: str, method: str) -> str | None:
     return None
 
 
-async def check_bot_token(client: AsyncWebClient, api_url: str, *, say: Report = report) -> dict[str, Any]:
-    """auth.test with the bot token: a refused token is a sentence, Slack unreachable a retry."""
+async def check_bot_token(client: AsyncWebClient, api_url: str, *,
+                          say: Report = report) -> AsyncSlackResponse:
+    """auth.test with the bot token: a refused token is a sentence, Slack unreachable a retry.
+    The answer (who the bot is; its scopes in a header) is what Bolt is then given."""
     host = host_of(api_url)
     try:
         response = await until_reachable(client.auth_test,
@@ -94,7 +97,7 @@ async def check_bot_token(client: AsyncWebClient, api_url: str, *, say: Report =
             ) from None
         raise SlackStartError(f"Slack answered auth.test with {error or 'an error'}; check "
                               "SLACK_BOT_TOKEN and SLACK_API_URL.") from None
-    return dict(response.data) if isinstance(response.data, dict) else {}
+    return response
 
 
 class RetryingSocketModeClient(SocketModeClient):
