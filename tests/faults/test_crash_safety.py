@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -79,6 +80,23 @@ def _versions(slack: FakeSlack) -> list[dict]:
     return [m for m in _thread(slack) if any(b.get("type") == "image" for b in m.get("blocks") or [])]
 
 
+def _refuse_versions(slack: FakeSlack) -> Any:
+    """Make Slack refuse every post carrying a version's buttons; the handler it replaced."""
+    original = slack._handlers["chat.postMessage"]
+
+    async def refuse_versions(args: dict) -> dict:
+        if "te:" in str(args.get("blocks") or ""):
+            raise SlackError("internal_error")
+        return await original(args)
+
+    slack._handlers["chat.postMessage"] = refuse_versions
+    return original
+
+
+def _refused(slack: FakeSlack) -> int:
+    return sum(c.method == "chat.postMessage" and "te:" in str(c.args.get("blocks")) for c in slack.calls)
+
+
 async def _kill_mid_turn(tmp_path: Path, slack: FakeSlack, gemini: FakeGemini) -> None:
     gemini.script.append(Behaviour.slow(60))
     async with BotProcess(tmp_path, slack, gemini) as bot:
@@ -120,21 +138,10 @@ async def test_a_result_stored_but_not_shown_is_shown_at_the_next_start(
         tmp_path: Path, slack: FakeSlack, gemini: FakeGemini):
     # Slack refuses every post that carries a version's buttons (as if the process had died
     # right after storing the result): the turn is done in SQLite but its thread never saw it.
-    original = slack._handlers["chat.postMessage"]
-
-    async def refuse_versions(args: dict) -> dict:
-        if "te:" in str(args.get("blocks") or ""):
-            raise SlackError("internal_error")
-        return await original(args)
-
-    def refused() -> int:
-        return sum(c.method == "chat.postMessage" and "te:" in str(c.args.get("blocks"))
-                   for c in slack.calls)
-
-    slack._handlers["chat.postMessage"] = refuse_versions
+    original = _refuse_versions(slack)
     async with BotProcess(tmp_path, slack, gemini) as bot:
         await bot.mention("a red kite")
-        await eventually(lambda: refused() >= 2)  # the image message, then its fallback
+        await eventually(lambda: _refused(slack) >= 2)  # the image message, then its fallback
         await bot.kill()
     assert _versions(slack) == []
     slack._handlers["chat.postMessage"] = original
@@ -148,18 +155,10 @@ async def test_an_outcome_a_killed_process_left_unshown_is_shown_by_one_still_ru
         tmp_path: Path, slack: FakeSlack, gemini: FakeGemini):
     """A process finished the turn and died before its thread saw it: another process on the same
     data directory, already running, shows it once that one is gone, and never while it runs."""
-    original = slack._handlers["chat.postMessage"]
-
-    async def refuse_versions(args: dict) -> dict:
-        if "te:" in str(args.get("blocks") or ""):
-            raise SlackError("internal_error")
-        return await original(args)
-
-    slack._handlers["chat.postMessage"] = refuse_versions
+    original = _refuse_versions(slack)
     async with BotProcess(tmp_path, slack, gemini) as first:
         await first.mention("a blue heron")
-        await eventually(lambda: sum(c.method == "chat.postMessage" and "te:" in str(c.args.get("blocks"))
-                                     for c in slack.calls) >= 2)  # its post, then the fallback
+        await eventually(lambda: _refused(slack) >= 2)  # its post, then the fallback
         slack._handlers["chat.postMessage"] = original
         async with BotProcess(tmp_path, slack, gemini):
             # Its start looked for unshown outcomes before saying it started: this one is still
