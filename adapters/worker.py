@@ -11,6 +11,7 @@ gives its leases back, so another worker takes the turns it was running.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from adapters.discord.settings import DiscordSettings
@@ -58,8 +59,21 @@ def configured_deliveries(app: App) -> list[Delivery]:
     return found
 
 
+def yield_cpu(niceness: int) -> int:
+    """Lower this process's CPU priority to `niceness` (never raise it: that needs privileges);
+    the niceness it now has. Called before any thread starts: on Linux a niceness is a thread's,
+    and the threads started later (the store's, the image checks') inherit it."""
+    if not hasattr(os, "nice"):
+        return 0
+    current = os.nice(0)
+    if niceness > current:
+        current = os.nice(niceness - current)
+    return current
+
+
 async def work(settings: Settings) -> int:
     stop = stop_on_signals()  # first: a stop while deliveries start is a clean stop too
+    niceness = yield_cpu(settings.worker_niceness)
     async with open_app(settings) as app:
         deliveries = configured_deliveries(app)
         pipeline: TurnPipeline | None = None
@@ -74,7 +88,8 @@ async def work(settings: Settings) -> int:
             pipeline.start()
             print(f"threadedit worker: taking turns of {', '.join(sorted(listeners))}"
                   f"{''.join(f'; {s}' for s in started)}; engine {app.engine.name}; at most "
-                  f"{settings.max_concurrency} model calls at once across the fleet.",
+                  f"{settings.max_concurrency} model calls at once across the fleet; CPU niceness "
+                  f"{niceness}.",
                   file=sys.stderr, flush=True)
             await stop.wait()
         finally:

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     # The turn queue (bot/leases.py): a worker holds each turn it runs for this long, renewing
     # every third of it; a worker that dies loses its turns to the others after at most this.
     lease_seconds: float = Field(default=30.0, ge=3, le=3600, alias="THREADEDIT_LEASE_SECONDS")
+    # `threadedit worker` only: the CPU priority it lowers itself to (Unix niceness; 0 leaves it).
+    # An ingress on the same machine answers within Slack's 3 s and its first line is awaited;
+    # a worker's turn waits 10-30 s on the model, so its milliseconds can wait instead.
+    worker_niceness: int = Field(default=10, ge=0, le=19, alias="THREADEDIT_WORKER_NICENESS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="THREADEDIT_LOG_LEVEL"
     )

@@ -85,20 +85,20 @@ class TurnLeases:
         presence = self._store.presence
         await presence.hold(owner)  # a lease is taken only by a worker marked present
 
-        async def look(uow: UnitOfWork) -> tuple[int, str | None, set[str]]:
+        async def look(uow: UnitOfWork) -> tuple[int, int, str | None, set[str]]:
             now = utcnow()
             gone = await presence.gone(uow.conn, {*await uow.queue.live_owners(now), owner})
             return (await uow.queue.count_takeable(now, platforms, session_id),
-                    await uow.queue.next_expiry(now), gone)
+                    await uow.queue.held(now), await uow.queue.next_expiry(now), gone)
 
-        # Most looks find nothing, or nothing this worker has room for: a read, without the write
-        # lock, finds that out.
-        takeable, expiry, gone = await self._store.read(look)
+        # Most looks find nothing, nothing this worker has room for, or the fleet at its cap (a
+        # burst of new turns, each announced): a read, without the write lock, finds that out.
+        takeable, held, expiry, gone = await self._store.read(look)
         if owner in gone:  # this worker's own mark was lost (its connection cut): mark it again
             gone.discard(owner)
             await presence.lost(owner)
             await presence.hold(owner)
-        if not gone and (limit <= 0 or takeable == 0):
+        if not gone and (limit <= 0 or takeable == 0 or held >= cap):
             return Claim([], takeable, _seconds_until(expiry))
 
         async def take(uow: UnitOfWork) -> Claim:
