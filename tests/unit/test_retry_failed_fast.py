@@ -3,10 +3,12 @@ reads it): ChatCore on the in-memory backend, store and scripted engine."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.chat import outcomes as outcomes_module
 from bot.chat import presenter
 from bot.chat.backend import IncomingFile, IncomingMessage, Origin
 from bot.chat.controls import Control, button_value, parse_button_value, retry_buttons
@@ -19,6 +21,7 @@ from tests.fakes.memory_chat import FakeBackend
 from tests.fakes.memory_engine import Answer, ScriptedEngine, tiny_png
 from tests.fakes.memory_store import MemoryStore
 from tests.unit.test_chat_core_fast import HERE, ORIGIN, message, say, services
+from tests.unit.test_fleet_roles_fast import SlowToPost, cores
 
 BUSY = EngineError("rate_limited", "Gemini is busy; try again in a minute.")
 
@@ -169,3 +172,24 @@ async def test_a_failure_line_posted_without_a_progress_line_is_recorded_for_its
     await core.on_reaction(HERE.channel, line, "again", "ana", added=True, event_key="r1")
     await core.pipeline.join()
     assert [v.version for v in backend.versions()] == [1]
+
+
+async def test_a_failure_the_ingress_catches_up_on_gets_its_retry_too(
+        service: EditService, store: MemoryStore, engine: ScriptedEngine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker (another process) finished the turn before the ingress recorded its line: the
+    # ingress brings the line to the outcome, and the Retry comes with it.
+    monkeypatch.setattr(outcomes_module, "PROGRESS_POST_WAITS", (0.01,))
+    engine.script.append(BUSY)
+    slow, fast = SlowToPost(), FakeBackend()
+    ingress, _, worker = cores(service, store, slow, fast)
+    worker.start()
+    said = asyncio.create_task(ingress.on_message(message("a lighthouse", 0, mentioned=True)))
+    await slow.waiting.wait()
+    await fast.wait_for(lambda: fast.texts())  # the worker said it failed, on a line of its own
+    slow.release.set()
+    await said
+    line, value = failure_line(slow, "Gemini is busy")
+    assert parse_button_value(value) == (Control.RETRY_TURN, 1, store.rows("turns")[0]["id"])
+    await worker.aclose()
+    await ingress.aclose()
