@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.domain import Session, SessionKey
+from bot.domain import FINISHED, Session, SessionKey
 from bot.storage.uow import Store, UnitOfWork
 
 PROGRESS = "progress"
@@ -25,6 +25,14 @@ class PostedVersion:
 
     session: Session
     version: int
+
+
+@dataclass(frozen=True)
+class PostedFailure:
+    """A turn's line that says it made no version (its only control is Retry): session and turn."""
+
+    session: Session
+    turn_id: int
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,24 @@ class Deliveries:
             if turn.version is None:
                 return None
             return PostedVersion(await uow.sessions.get(turn.session_id), turn.version)
+
+        return await self._store.read(find)
+
+    async def controls_post(self, platform: str, channel: str,
+                            message_id: str) -> PostedVersion | PostedFailure | None:
+        """What a reaction on this message acts on: the version it shows, or the turn whose line
+        it is when that turn finished without a version; else None (one read, nothing written)."""
+        async def find(uow: UnitOfWork) -> PostedVersion | PostedFailure | None:
+            post = await uow.posts.find(platform, channel, message_id)
+            if post is None or post["turn_id"] is None or post["kind"] not in (VERSION, PROGRESS):
+                return None
+            turn = await uow.turns.get(post["turn_id"])
+            session = await uow.sessions.get(turn.session_id)
+            if post["kind"] == VERSION:
+                return PostedVersion(session, turn.version) if turn.version is not None else None
+            if turn.state in FINISHED and not turn.is_version:
+                return PostedFailure(session, turn.id)
+            return None  # a line still working, or one that now says "v2 is ready."
 
         return await self._store.read(find)
 

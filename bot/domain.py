@@ -208,3 +208,31 @@ def retry_source(state: SessionState, version: int | None = None) -> Turn:
         raise OperationRefused("There is nothing to retry yet.", "nothing")
     return state.head
 
+
+
+def failed_turn(state: SessionState, turn_id: int) -> Turn:
+    """The turn a Retry on a line that made no version repeats: one of this session's turns that
+    finished without a version. A forged or stale button naming anything else is refused."""
+    turn = state.by_id.get(turn_id)
+    if turn is None:
+        raise OperationRefused("That Retry names no instruction of this thread, so I did nothing.",
+                               "unknown_turn")
+    if turn.state not in FINISHED:
+        raise OperationRefused("That instruction has not finished yet; wait for its outcome.",
+                               "not_finished")
+    if turn.is_version:
+        raise OperationRefused(f"That instruction made v{turn.version}; use the Retry on v{turn.version}.",
+                               "made_version")
+    return turn
+
+
+def retry_kind_of(turn: Turn) -> TurnKind:
+    """How a turn that made no version is asked again. One that reached the model repeats on the
+    version it was meant for (a sibling, even if the head has moved on since: as Retry on an older
+    version does); a 4K render renders that version again; an edit that never ran (a restart
+    interrupted it) never had a version fixed, so it edits the head as it is now."""
+    if turn.kind is TurnKind.UPSCALE:
+        return TurnKind.UPSCALE
+    if turn.kind is TurnKind.EDIT and turn.started_at is None:
+        return TurnKind.EDIT
+    return TurnKind.RETRY

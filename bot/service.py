@@ -29,6 +29,8 @@ from bot.domain import (
     SessionState,
     Turn,
     TurnKind,
+    failed_turn,
+    retry_kind_of,
     retry_source,
     undo_target,
 )
@@ -276,16 +278,23 @@ class EditService:
         await self.spend.check_submit(uow, key, author)
         return session, settings
 
-    async def submit_retry(self, session_id: int, actor: str, version: int | None = None) -> Turn:
+    async def submit_retry(self, session_id: int, actor: str, version: int | None = None, *,
+                           turn_id: int | None = None) -> Turn:
+        """Ask again (bot.domain `retry_source`); with `turn_id`, the Retry on a line that made no
+        version: that turn's instruction and reference images (`retry_kind_of`: on which version)."""
         async def op(uow: UnitOfWork) -> Turn:
             state = await uow.load_state(session_id)
-            source = retry_source(state, version)
+            source = retry_source(state, version) if turn_id is None else failed_turn(state, turn_id)
+            kind = TurnKind.RETRY if turn_id is None else retry_kind_of(source)
             s = state.session
             await self.spend.check_submit(uow, s.key, actor)
             turn = await uow.turns.add(
-                s, kind=TurnKind.RETRY, instruction=source.instruction, author=actor,
-                user_content=source.user_content, parent_turn_id=source.parent_turn_id,
-                model=s.model, aspect=s.aspect_ratio, size=s.image_size)
+                s, kind=kind, instruction=source.instruction, author=actor,
+                user_content=source.user_content,
+                parent_turn_id=None if kind is TurnKind.EDIT else source.parent_turn_id,
+                # A 4K render keeps its size; anything else takes the session's settings now.
+                model=s.model, aspect=s.aspect_ratio,
+                size=source.image_size if kind is TurnKind.UPSCALE else s.image_size)
             await uow.audit.record(session_id, actor, "retry", "ok", turn=turn.id,
                                    of_turn=source.id, of_version=source.version)
             return turn

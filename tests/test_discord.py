@@ -21,7 +21,7 @@ from bot.domain import SessionKey
 from tests.conftest import API_KEY
 from tests.discord_harness import ALICE, BOB, CHANNEL, GUILD, NO_THREADS, DiscordHarness, custom_id
 from tests.fakes.discord_server import FakeDiscord
-from tests.fakes.gemini_server import FakeGemini
+from tests.fakes.gemini_server import Behaviour, FakeGemini
 from tests.processes import start_run
 from tests.slack_harness import eventually, png
 from tests.test_cli import _env
@@ -338,3 +338,26 @@ async def test_with_a_public_url_each_version_has_a_gallery_link_button(
     [link] = [c for row in v1["components"] for c in row["components"] if c.get("label") == "Gallery"]
     assert link["style"] == 5 and link["url"].startswith("https://edit.example.com/s/1/gallery?exp=")
     await h.stop()
+
+
+async def test_a_turn_that_made_no_version_offers_retry_on_its_line(bot: DiscordHarness):
+    def line(thread: str, words: str) -> dict | None:
+        return next((m for m in bot.posts(thread) if words in m["content"]), None)
+
+    bot.gemini.script.append(Behaviour.finish("IMAGE_SAFETY"))
+    thread = (await bot.mention("a lighthouse"))["id"]  # the first turn makes no version
+    first = await eventually(lambda: line(thread, "safety filters"))
+    assert labels(first) == ["Retry"] and custom_id(first, "Retry") == "te:rerun:1:1"
+    click = await bot.fake.click_button(first, "te:rerun:1:1", BOB)
+    await bot.settle(click)
+    [v1] = await bot.wait_versions(thread, 1)
+    assert f"asked by <@{BOB}>" in v1["content"]
+    bot.gemini.script.append(Behaviour.text_only("Which lighthouse?"))
+    await bot.fake.user_message(thread, ALICE, "fix it")
+    words = await eventually(lambda: line(thread, "answered in words"))
+    assert labels(words) == ["Retry"]
+    await bot.fake.add_reaction(thread, words["id"], BOB, RETRY)  # 🔁 on the line
+    [_, v2] = await bot.wait_versions(thread, 2)
+    assert "**v2 (from v1)** · fix it" in v2["content"]
+    asked = [r.body["contents"][-1]["parts"][0]["text"] for r in bot.gemini.requests]
+    assert asked == ["a lighthouse", "a lighthouse", "fix it", "fix it"]

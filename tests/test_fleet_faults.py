@@ -304,7 +304,7 @@ async def test_postgresql_down_past_the_store_retries_is_a_line_and_the_turn_run
 
 # 4. The S3 endpoint down during a turn: a sentence in the thread; Retry works once it is back
 
-async def test_the_image_store_down_during_a_turn_fails_it_with_a_sentence_and_retry_works_after(
+async def test_the_image_store_down_during_a_turn_fails_it_with_a_sentence_and_its_retry_works_after(
         tmp_path: Path, slack: FakeSlack, gemini: FakeGemini, pg_url: str, s3: S3):  # noqa: F811
     env = {**_http_env(tmp_path, slack, gemini, pg_url), **s3.env()}
     [ingress], workers = await _fleet(tmp_path, env, 1, 1)
@@ -320,22 +320,28 @@ async def test_the_image_store_down_during_a_turn_fails_it_with_a_sentence_and_r
             await eventually(lambda: _asked(gemini, sepia.text) == 1, within=WITHIN)
             await asyncio.to_thread(s3.stop)
             gemini.hold.set()  # the model answers; its image cannot be kept
-            [failed] = await eventually(lambda: _said(slack, root.thread, "is unreachable"), within=WITHIN)
+            [line] = await eventually(lambda: [m for m in _bot_posts(slack, root.thread)
+                                               if "is unreachable" in (m.get("text") or "")], within=WITHIN)
+            failed = line["text"]
             assert f"The image store at 127.0.0.1:{s3.port} (bucket {BUCKET}) is unreachable" in failed
             assert "history is intact" in failed and S3_SECRET not in failed
             assert len(_versions(slack, root.thread)) == 1
             await asyncio.to_thread(s3.start)
-            assert await _click(http, ingress, v1, "Retry") == 200
+            # The failure's own Retry, on the line that says it failed (posted by the worker,
+            # clicked through the ingress, run by the worker): not the Retry on v1.
+            assert await _click(http, ingress, line, "Retry") == 200
             await eventually(lambda: len(_versions(slack, root.thread)) == 2, within=WITHIN)
             await eventually(lambda: _said(slack, root.thread, "v2 is ready."), within=WITHIN)
     finally:
         if gemini.hold is not None:
             gemini.hold.set()
         await _stop_clean([ingress.proc, *workers])
-    # v1, the failed sepia turn (no version, history intact), and the retry numbered v2. Retry on
-    # v1 repeats v1's own instruction (a failure has no button of its own in the thread).
+    # v1, the failed sepia turn (no version, history intact), and its retry numbered v2: the
+    # sepia instruction again, on v1.
     assert await _versions_recorded(pg_url) == {root.thread: [1, None, 2]}
-    assert [_sent(gemini, text) for text in (root.text, sepia.text)] == [2, 1]
+    assert [_sent(gemini, text) for text in (root.text, sepia.text)] == [1, 2]
+    [*_, again] = [r.body["contents"] for r in gemini.requests]
+    assert [c["parts"][0]["text"] for c in again if c["role"] == "user"] == [root.text, sepia.text]
     assert [state for _, state in await _charges(pg_url)] == ["charged"] * 3  # the lost image was paid
 
 

@@ -51,7 +51,32 @@ async def test_a_words_only_answer_is_a_neutral_note_from_the_offline_engine(h: 
     assert "The offline engine answered in words; no new version." in reply
     assert "The offline engine only understands" in reply  # the engine's own words follow
     assert "Gemini said" not in reply and "failure" not in reply
-    assert 'data-control="retry"' in reply  # asking again is still one tap away
+    assert 'data-control="rerun"' in reply  # asking again is still one tap away
+
+
+
+async def test_the_retry_on_an_answer_in_words_asks_that_instruction_again_after_a_later_version(
+        h: Harness) -> None:
+    sid = await h.start("a lighthouse at dusk in navy and orange")
+    words = (await (await h.message("what is this?", session=sid)).json())["turn"]
+    await h.pg.pipeline.join()
+    assert (await h.message("make it sepia", session=sid)).status == 200
+    await h.pg.pipeline.join()
+    reply = _bot_reply(await h.text(f"/s/{sid}/fragment"), words)
+    assert f'<input type="hidden" name="turn" value="{words}">' in reply  # this turn's own Retry
+    r = await h.client.post(f"/s/{sid}/control", headers=JSON,
+                            data={"control": "rerun", "turn": str(words), "author": "ben"})
+    assert r.status == 200, await r.text()
+    await h.pg.pipeline.join()
+    state = await h.app.store.load_state(sid)
+    again = state.turns[-1]
+    # That instruction, not the latest one nor v2's, on the version it was asked of (v1).
+    assert (again.kind, again.instruction, again.author) == (TurnKind.RETRY, "what is this?", "ben")
+    assert state.parent_version(again) == 1 and again.state is TurnState.TEXT
+    r = await h.client.post(f"/s/{sid}/control", headers=JSON,
+                            data={"control": "rerun", "turn": "99999999999999999999999", "author": "ben"})
+    assert (r.status, (await r.json())["error"]) == (
+        400, "That Retry names no instruction of this thread, so I did nothing.")
 
 
 class WordsOnlyGemini(LocalEngine):

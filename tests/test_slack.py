@@ -9,11 +9,22 @@ import base64
 import json
 import logging
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from tests.fakes.gemini_server import Behaviour
-from tests.slack_harness import CHANNEL, ROOT_TS, SECRET, TOKEN, Harness, eventually, png, texts
+from tests.slack_harness import (
+    CHANNEL,
+    ROOT_TS,
+    SECRET,
+    TOKEN,
+    Harness,
+    block_actions,
+    eventually,
+    png,
+    texts,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
 
@@ -316,3 +327,30 @@ async def test_a_slack_connect_file_slack_will_not_give_is_one_sentence_in_the_t
     await bot.settle()
     assert len(bot.versions()) == 1 and len(bot.gemini.requests) == 1  # nothing sent, nothing lost
     assert bot.slack.file_downloads == []
+
+
+async def test_a_turn_that_made_no_version_offers_retry_on_its_line(bot: Harness):
+    def line(words: str) -> dict | None:
+        return next((m for m in bot.thread() if words in (m.get("text") or "")), None)
+
+    bot.gemini.script.append(Behaviour.finish("IMAGE_SAFETY"))
+    await bot.mention("a poster")  # the first turn makes no version: there is no version post
+    first = await eventually(lambda: line("safety filters"))
+    section, actions = first["blocks"]
+    assert section["text"]["text"] == first["text"] and first["text"].startswith("<@UANA> ")
+    assert [(e["text"]["text"], e["value"]) for e in actions["elements"]] == [("Retry", "te:rerun:1:1")]
+    click = block_actions(first, "Retry")
+    body = "payload=" + quote(json.dumps(click))
+    for _ in range(2):  # Slack delivers the same click twice: one turn
+        bot._accepted(await bot.post(body, "application/x-www-form-urlencoded"),
+                      f"action:{click['actions'][0]['action_ts']}")
+    [v1] = await eventually(bot.versions)
+    bot.gemini.script.append(Behaviour.text_only("Which poster?"))
+    await bot.reply("fix it", "1700000001.1")
+    words = await eventually(lambda: line("answered in words"))
+    assert (await bot.react("repeat", words["ts"])).status_code == 200  # 🔁 on the line
+    await eventually(lambda: len(bot.versions()) == 2)
+    await bot.settle()
+    asked = [r.body["contents"][-1]["parts"][0]["text"] for r in bot.gemini.requests]
+    assert asked == ["a poster", "a poster", "fix it", "fix it"]
+    assert "v1 · a poster" in v1["text"] and "v2 (from v1) · fix it" in bot.versions()[-1]["text"]

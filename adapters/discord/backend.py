@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import discord
 
-from bot.chat.backend import IncomingMessage, VersionPost
+from bot.chat.backend import Buttons, IncomingMessage, VersionPost
 from bot.chat.controls import Control
 from bot.chat.text import Code, Link, Mention, Plain, Strong, Text
 from bot.domain import SessionKey
@@ -99,8 +99,9 @@ def thread_name(instruction: str) -> str:
 
 class ControlButton(discord.ui.DynamicItem[discord.ui.Button],
                     template=r"te:(?P<control>[a-z0-9]+):(?P<session>[0-9]+):(?P<version>[0-9]+)"):
-    """A version's button. Its custom_id carries control, session and version, so a click is
-    understood by any running client, after a restart and with an empty cache."""
+    """A version's button (or a failed turn's Retry). Its custom_id carries control, session and
+    version (or turn), so a click is understood by any running client, after a restart and with
+    an empty cache."""
 
     def __init__(self, value: str, label: str) -> None:
         style = discord.ButtonStyle.success if label == "Approve" else discord.ButtonStyle.secondary
@@ -119,11 +120,15 @@ class ControlButton(discord.ui.DynamicItem[discord.ui.Button],
 
 
 def version_view(post: VersionPost) -> discord.ui.View:
+    return buttons_view(post.buttons, post.gallery_url)
+
+
+def buttons_view(buttons: Buttons, gallery_url: str | None = None) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for label, value in post.buttons:
+    for label, value in buttons:
         view.add_item(ControlButton(value, label))
-    if post.gallery_url:
-        view.add_item(discord.ui.Button(label="Gallery", url=post.gallery_url))
+    if gallery_url:
+        view.add_item(discord.ui.Button(label="Gallery", url=gallery_url))
     return view
 
 
@@ -168,14 +173,20 @@ class DiscordBackend:
         except discord.HTTPException:
             log.warning("could not explain a thread failure in channel %s", starter.channel.id)
 
-    async def post_text(self, key: SessionKey, text: Text) -> str:
+    async def post_text(self, key: SessionKey, text: Text, *, buttons: Buttons = ()) -> str:
+        # A line with buttons (a turn that made no version, and its Retry) carries them as a
+        # version post does; without, no components at all.
+        extra = {"view": buttons_view(buttons)} if buttons else {}
         message = await self._thread(key).send(clip(discord_markdown(text)),
-                                               allowed_mentions=allowed_mentions(text))
+                                               allowed_mentions=allowed_mentions(text), **extra)
         return str(message.id)
 
-    async def update_text(self, key: SessionKey, message_id: str, text: Text) -> None:
+    async def update_text(self, key: SessionKey, message_id: str, text: Text, *,
+                          buttons: Buttons = ()) -> None:
+        # An edit without `view` leaves the message's components as they are.
+        extra = {"view": buttons_view(buttons)} if buttons else {}
         await self._thread(key).get_partial_message(int(message_id)).edit(
-            content=clip(discord_markdown(text)), allowed_mentions=allowed_mentions(text))
+            content=clip(discord_markdown(text)), allowed_mentions=allowed_mentions(text), **extra)
 
     async def show_working(self, key: SessionKey) -> None:
         await self._thread(key).typing()  # awaited once: shows "typing" for up to 10 s

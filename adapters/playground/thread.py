@@ -22,7 +22,7 @@ from bot.results import Attachment
 
 from . import views
 from .core import IMMUTABLE, PLATFORM, PLAYGROUND, Playground, wants_json
-from .ids import parse_id, path_id, version_number
+from .ids import MAX_ID, parse_id, path_id, version_number
 
 
 def _pg(request: web.Request) -> Playground:
@@ -161,7 +161,8 @@ async def add_message(request: web.Request) -> web.Response:
 
 
 async def control(request: web.Request) -> web.Response:
-    """Undo, Retry, 4K, Approve (and withdraw): what the buttons on a version do in chat."""
+    """Undo, Retry, 4K, Approve (and withdraw): what the buttons on a version do in chat; and
+    the Retry on a turn that made no version (control "rerun", its `turn`), as in chat."""
     pg = _pg(request)
     session = await _editable(pg, _sid(request))
     form = await request.post()
@@ -174,9 +175,12 @@ async def control(request: web.Request) -> web.Response:
         version = version_number(str(form.get("version", "")))
     except ValueError as exc:
         raise OperationRefused(str(exc), "bad_version") from None
+    svc, notice = pg.service, None
+    if what is Control.RETRY_TURN:
+        pg.pipeline.submit(await svc.submit_retry(session.id, actor, turn_id=_turn_of(form)))
+        return _done(request, session.id, {"notice": None})
     if version is None and what is not Control.RETRY:
         raise OperationRefused("Pick the version this applies to.", "nothing")
-    svc, notice = pg.service, None
     if what is Control.UNDO:
         # As in chat: Undo on the head steps back; on an older version it goes back to that one.
         assert version is not None
@@ -191,6 +195,17 @@ async def control(request: web.Request) -> web.Response:
         notice = (await svc.withdraw_approval(session.id, actor, version)).notice
     return _done(request, session.id, {"notice": notice},
                  anchor=f"v{version}" if version else "")
+
+
+def _turn_of(form: Any) -> int:
+    """The turn a failure's Retry names; a number too large to exist names none (the service
+    then says so, as for any turn that is not this session's)."""
+    try:
+        turn = parse_id(str(form.get("turn", "")))
+    except ValueError:
+        raise OperationRefused("That Retry names no instruction of this thread, so I did nothing.",
+                               "unknown_turn") from None
+    return MAX_ID + 1 if turn is None else turn
 
 
 async def change_settings(request: web.Request) -> web.Response:

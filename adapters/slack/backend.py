@@ -11,7 +11,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.chat.backend import IncomingMessage, VersionPost
+from bot.chat.backend import Buttons, IncomingMessage, VersionPost
 from bot.chat.controls import Control
 from bot.chat.text import Code, Link, Mention, Plain, Strong, Text
 from bot.domain import SessionKey
@@ -74,17 +74,32 @@ def version_blocks(post: VersionPost, file_id: str) -> list[dict[str, Any]]:
 
 
 def controls_block(post: VersionPost) -> dict[str, Any]:
+    return buttons_block(f"te-controls-{post.session_id}-{post.version}", post.buttons,
+                         post.gallery_url)
+
+
+def buttons_block(block_id: str, buttons: Buttons, gallery_url: str | None = None) -> dict[str, Any]:
     return {
         "type": "actions",
-        "block_id": f"te-controls-{post.session_id}-{post.version}",
+        "block_id": block_id,
         "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": label},
              "action_id": value, "value": value,
              **({"style": "primary"} if label == "Approve" else {})}
-            for label, value in post.buttons
+            for label, value in buttons
         ] + ([{"type": "button", "text": {"type": "plain_text", "text": "Gallery"},
-               "action_id": GALLERY_ACTION, "url": post.gallery_url}] if post.gallery_url else []),
+               "action_id": GALLERY_ACTION, "url": gallery_url}] if gallery_url else []),
     }
+
+
+def line_blocks(text: Text, buttons: Buttons) -> list[dict[str, Any]] | None:
+    """A line with buttons under it (a turn that made no version, and its Retry); None without:
+    a plain line is its text alone. An update without blocks leaves a message's blocks as they
+    are (Slack's chat.update), so a line given buttons keeps them."""
+    if not buttons:
+        return None
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn(text)[:3000]}},
+            buttons_block(f"te-line-{buttons[0][1]}", buttons)]
 
 
 class SlackBackend:
@@ -105,13 +120,15 @@ class SlackBackend:
     async def show_working(self, key: SessionKey) -> None:
         return None  # bots have no typing indicator over the Events API
 
-    async def post_text(self, key: SessionKey, text: Text) -> str:
+    async def post_text(self, key: SessionKey, text: Text, *, buttons: Buttons = ()) -> str:
         r = await self.client.chat_postMessage(channel=key.channel, thread_ts=key.thread,
-                                               text=mrkdwn(text))
+                                               text=mrkdwn(text), blocks=line_blocks(text, buttons))
         return str(r["ts"])
 
-    async def update_text(self, key: SessionKey, message_id: str, text: Text) -> None:
-        await self.client.chat_update(channel=key.channel, ts=message_id, text=mrkdwn(text))
+    async def update_text(self, key: SessionKey, message_id: str, text: Text, *,
+                          buttons: Buttons = ()) -> None:
+        await self.client.chat_update(channel=key.channel, ts=message_id, text=mrkdwn(text),
+                                      blocks=line_blocks(text, buttons))
 
     async def post_ephemeral(self, key: SessionKey, user: str, text: Text) -> None:
         await self.client.chat_postEphemeral(channel=key.channel, user=user, text=mrkdwn(text),

@@ -56,6 +56,10 @@ class Origin:
     thread: str  # the thread the clicked message is in (Slack: its thread_ts; Discord: the thread)
 
 
+# (label, value) of each button under a post: the value is bot.chat.controls `button_value`.
+Buttons = Sequence[tuple[str, str]]
+
+
 @dataclass(frozen=True)
 class VersionPost:
     session_id: int
@@ -88,11 +92,15 @@ class ChatBackend(Protocol):
         """A platform's own sign of activity while a turn runs (Discord's typing); may do nothing."""
         ...
 
-    async def post_text(self, key: SessionKey, text: Text) -> str:
-        """Post in the thread; return the new message's id."""
+    async def post_text(self, key: SessionKey, text: Text, *, buttons: Buttons = ()) -> str:
+        """Post in the thread, with these buttons under the text (as a version post's, see
+        `post_version`; a line that made no version has a Retry); return the new message's id."""
         ...
 
-    async def update_text(self, key: SessionKey, message_id: str, text: Text) -> None: ...
+    async def update_text(self, key: SessionKey, message_id: str, text: Text, *,
+                          buttons: Buttons = ()) -> None:
+        """Replace a post's text; with `buttons`, put them under it. Without, any it has stay."""
+        ...
 
     async def post_version(self, key: SessionKey, post: VersionPost) -> str:
         """Post one message with the image, its caption and its buttons; return its id."""

@@ -1,5 +1,6 @@
-"""The controls on every version: buttons that mean the same thing everywhere. Which reactions
-stand for them is each platform's own (`ChatBackend.reactions`)."""
+"""The controls on every version, and the Retry on a line that made no version: buttons that mean
+the same thing everywhere. Which reactions stand for them is each platform's own
+(`ChatBackend.reactions`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ class Control(StrEnum):
     UPSCALE = "4k"
     APPROVE = "approve"
     WITHDRAW = "withdraw"  # removing the approval reaction
+    # The Retry on a line that made no version (a failure, a block, an answer in words): its
+    # button carries the turn's id where a version's carries the version's number.
+    RETRY_TURN = "rerun"
 
 
 BUTTONS: list[tuple[Control, str]] = [
@@ -37,8 +41,14 @@ def buttons_for(session_id: int, version: int, model: str,
             if offers(c, model, image_size)]
 
 
+def retry_buttons(session_id: int, turn_id: int) -> list[tuple[str, str]]:
+    """(label, value) of the button on a turn's line when it made no version: Retry that turn."""
+    return [("Retry", button_value(session_id, turn_id, Control.RETRY_TURN))]
+
+
 def button_value(session_id: int, version: int, control: Control) -> str:
-    """What a button carries, so it works after a restart with nothing cached."""
+    """What a button carries, so it works after a restart with nothing cached. `version` is the
+    turn's id for RETRY_TURN (a line that made no version has no number)."""
     return f"te:{control.value}:{session_id}:{version}"
 
 

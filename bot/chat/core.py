@@ -1,26 +1,25 @@
 """ChatCore: what happens in a chat thread, for every platform.
 
 Adapters turn platform events into `on_message`, `on_reaction` and `on_button` calls; ChatCore
-deduplicates them, runs commands, submits turns to the pipeline, keeps a progress message up to
-date while a turn runs, and posts each result through the platform's ChatBackend.
+deduplicates them, runs commands and submits turns to the pipeline; ThreadOutcomes
+(bot/chat/outcomes.py) keeps a progress message up to date while a turn runs and posts each result
+through the platform's ChatBackend.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 
 from bot.chat import presenter
-from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, Origin, VersionPost
+from bot.chat.backend import AttachmentError, ChatBackend, IncomingMessage, Origin
 from bot.chat.commands import ThreadCommand, parse_thread_command
-from bot.chat.controls import Control, buttons_for, parse_button_value
+from bot.chat.controls import Control, parse_button_value
+from bot.chat.outcomes import ThreadOutcomes
 from bot.chat.pending import PendingInstructions, teller
 from bot.chat.text import Text
-from bot.deliveries import PROGRESS, VERSION, Deliveries
-from bot.domain import FINISHED, OperationRefused, Session, SessionKey, Turn, UnknownSession
+from bot.deliveries import PROGRESS, Deliveries, PostedFailure
+from bot.domain import OperationRefused, Session, SessionKey, Turn, UnknownSession
 from bot.images import ImageRejected
 from bot.pipeline import TurnPipeline
 from bot.reads import SessionReads
@@ -31,9 +30,6 @@ log = logging.getLogger(__name__)
 
 # Refusals only the person who asked needs to read: a permission, or a stale 4K button.
 PRIVATE_REFUSALS = frozenset({"not_permitted", "already_largest"})
-# A worker that took a turn another process recorded looks this long for the progress post that
-# process makes (it usually exists: posting takes milliseconds, a claim follows the commit).
-PROGRESS_POST_WAITS = (0.1, 0.2, 0.4, 0.8, 1.5)
 
 
 class ChatCore:
@@ -59,9 +55,10 @@ class ChatCore:
         self.backend = backend
         self.platform = backend.platform
         self.allowed_channels = allowed_channels
-        self.progress_interval = progress_interval
         self.offline = offline
-        self.gallery_link = gallery_link
+        self.outcomes = ThreadOutcomes(service, backend, deliveries=deliveries, reads=reads,
+                                       progress_interval=progress_interval, offline=offline,
+                                       gallery_link=gallery_link)
         # This platform's turns, run here (`work`), or only recorded here for the fleet's workers.
         self.pipeline = TurnPipeline(service, max_concurrency=max_concurrency,
                                      listeners={self.platform: self}, lease_seconds=lease_seconds,
@@ -69,8 +66,6 @@ class ChatCore:
         # Instructions the store could not take (down past its retries): kept, in order, and
         # handled once it answers (bot/chat/pending.py).
         self.pending = PendingInstructions()
-        self._tickers: dict[int, asyncio.Task[None]] = {}
-        self._progress_posted: dict[int, asyncio.Event] = {}
         # Called with the platform's id of each delivery (an event, a click, a reaction) once
         # the adapter has handled it to its end, whatever the outcome: an observable end that
         # tests and diagnostics can wait on, instead of waiting a while and hoping.
@@ -90,8 +85,7 @@ class ChatCore:
 
     async def aclose(self) -> None:
         await self.pending.aclose()
-        for task in self._tickers.values():
-            task.cancel()
+        self.outcomes.aclose()
         await self.pipeline.aclose()
 
     # Messages
@@ -185,7 +179,7 @@ class ChatCore:
         self.pending.session_seen(session.key)
         # The turn is in the queue already (the service recorded it): wake this process's worker
         # before posting. The turn starts its progress ticker only once that post exists.
-        posted = self._progress_posted[turn.id] = asyncio.Event()
+        self.outcomes.posting(turn.id)
         self.pipeline.submit(turn)
         try:
             if waiting:
@@ -199,25 +193,8 @@ class ChatCore:
             await self.deliveries.record_post(self.platform, self.backend.post_channel(session.key),
                                               message_id, session.id, turn.id, PROGRESS)
         finally:
-            posted.set()
-            if not self.pipeline.work:  # the fleet's workers run it: nothing here waits for this
-                self._progress_posted.pop(turn.id, None)
-        await self._catch_up(session, turn, message_id)
-
-    async def _catch_up(self, session: Session, turn: Turn, message_id: str) -> None:
-        """A worker in another process may have finished the turn before this process recorded
-        its progress line (the platform was slow to take the post): that worker could not find
-        the line to update, so the line is brought to the outcome here."""
-        now = await self.reads.turn(turn.id)
-        if now is None or now.state not in FINISHED:
-            return  # whoever finishes it will find the line
-        if now.version is not None:  # the line needs the number only: no image to fetch
-            text = presenter.ready_line(now.version)
-        else:
-            result = await self.service.result_of(turn.id)
-            text = presenter.addressed(result.author, presenter.no_version_line(result, self.offline))
-        with contextlib.suppress(Exception):  # progress is best effort
-            await self.backend.update_text(session.key, message_id, text)
+            self.outcomes.posted(turn.id, runs_here=self.pipeline.work)
+        await self.outcomes.catch_up(session, turn, message_id)
 
     # Reactions and buttons
 
@@ -237,9 +214,16 @@ class ChatCore:
                         added: bool, event_key: str | None, roles: frozenset[str]) -> None:
         # Most reactions are on other people's messages: one read, and nothing written, for them.
         # A reaction can only name a version by being on its post: the post says where it is.
-        post = await self.deliveries.version_post(self.platform, channel, message_id)
+        # On a line that made no version, only Retry means something: it retries that turn.
+        post = await self.deliveries.controls_post(self.platform, channel, message_id)
         if post is None:
             return
+        if isinstance(post, PostedFailure):
+            if control is not Control.RETRY:
+                return
+            control, target = Control.RETRY_TURN, post.turn_id
+        else:
+            target = post.version
         counts = added or control is Control.APPROVE  # taking back any other reaction does nothing
         if event_key is None:
             # The platform gives reactions no event id (Discord): each person's reaction is a
@@ -253,9 +237,9 @@ class ChatCore:
         if not (fresh and counts):
             return
         control = control if added else Control.WITHDRAW
-        self.pending.then(lambda: self._control_here(post.session, post.version, control, actor, roles),
+        self.pending.then(lambda: self._control_here(post.session, target, control, actor, roles),
                           teller(self.backend, post.session.key, actor))
-        await self._control_here(post.session, post.version, control, actor, roles)
+        await self._control_here(post.session, target, control, actor, roles)
 
     async def on_button(self, value: str, actor: str, origin: Origin,
                         roles: frozenset[str] = frozenset(), event_key: str | None = None) -> None:
@@ -328,6 +312,8 @@ class ChatCore:
                 await self.backend.post_text(key, presenter.undo_line(view, actor))
             elif control is Control.RETRY:
                 await self._submit(await svc.submit_retry(session_id, actor, version))
+            elif control is Control.RETRY_TURN:  # `version` is the turn that made no version
+                await self._submit(await svc.submit_retry(session_id, actor, turn_id=version))
             elif control is Control.UPSCALE:
                 await self._submit(await svc.submit_upscale(session_id, actor, version))
             elif control is Control.APPROVE:
@@ -339,82 +325,10 @@ class ChatCore:
         except OperationRefused as exc:
             await self._refuse(key, actor, exc)
 
-    # TurnListener: progress and results
+    # TurnListener: the progress-and-results half lives in bot/chat/outcomes.py
 
     async def turn_started(self, turn: Turn) -> None:
-        # The pipeline runs this beside the model call, not inside its slot: waiting here for
-        # the platform to take the progress post delays only this thread's progress line.
-        started = time.monotonic()
-        # Read before the model call can have made the version (it runs meanwhile).
-        spot = await self.reads.queue_spot(turn)
-        session, version = spot.session, spot.next_version
-        posted = self._progress_posted.get(turn.id)
-        if posted is not None:
-            await posted.wait()
-            message_id = await self.deliveries.progress_post(turn.id)
-        else:  # recorded by another process (an ingress replica), which may still be posting it
-            message_id = await self._progress_post_of(turn.id)
-        if message_id is None:
-            return
-
-        async def tick() -> None:
-            while True:
-                text = presenter.progress_line(version, turn.model, turn.aspect_ratio,
-                                               turn.image_size, time.monotonic() - started)
-                with contextlib.suppress(Exception):  # progress is best effort, never fatal
-                    await self.backend.update_text(session.key, message_id, text)
-                with contextlib.suppress(Exception):
-                    await self.backend.show_working(session.key)
-                await asyncio.sleep(self.progress_interval)
-
-        self._tickers[turn.id] = asyncio.create_task(tick())
-
-    async def _progress_post_of(self, turn_id: int) -> str | None:
-        for wait in PROGRESS_POST_WAITS:
-            message_id = await self.deliveries.progress_post(turn_id)
-            if message_id is not None:
-                return message_id
-            await asyncio.sleep(wait)
-        return await self.deliveries.progress_post(turn_id)
+        await self.outcomes.turn_started(turn)
 
     async def turn_finished(self, result: TurnResult) -> None:
-        ticker = self._tickers.pop(result.turn_id, None)
-        if ticker:
-            # Let a progress edit already under way finish first, so it cannot land after
-            # (and hide) the outcome below.
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
-        posts = await self.deliveries.turn_posts(result.turn_id)
-        if self._progress_posted.pop(result.turn_id, None) is None and posts.progress is None:
-            # Recorded by another process, which may still be posting its line: find it, so the
-            # outcome replaces the line instead of leaving it at "Working" above the version.
-            if await self._progress_post_of(result.turn_id) is not None:
-                posts = await self.deliveries.turn_posts(result.turn_id)
-        key, progress_id = posts.key, posts.progress
-        if result.status != "ok":
-            text = presenter.addressed(result.author, presenter.no_version_line(result, self.offline))
-            if progress_id:
-                await self.backend.update_text(key, progress_id, text)
-            else:
-                await self.backend.post_text(key, text)
-            await self.deliveries.mark_delivered(result.turn_id)
-            return
-        assert result.version is not None and result.image_path is not None
-        if posts.version:
-            await self.deliveries.mark_delivered(result.turn_id)
-            return  # already posted (a resumed turn): post exactly once
-        post = VersionPost(
-            session_id=result.session_id, version=result.version, image_path=result.image_path,
-            mime=result.mime or "image/jpeg",
-            caption=presenter.caption(result),
-            alt_text=f"v{result.version}: {result.instruction[:900]}",
-            buttons=buttons_for(result.session_id, result.version, result.model, result.image_size),
-            gallery_url=self.gallery_link(result.session_id) if self.gallery_link else None,
-        )
-        message_id = await self.backend.post_version(key, post)
-        await self.deliveries.record_post(self.platform, self.backend.post_channel(key), message_id,
-                                          posts.session_id, result.turn_id, VERSION)
-        await self.deliveries.mark_delivered(result.turn_id)
-        if progress_id:
-            with contextlib.suppress(Exception):
-                await self.backend.update_text(key, progress_id, presenter.ready_line(result.version))
+        await self.outcomes.turn_finished(result)

@@ -13,7 +13,7 @@ from bot.results import HistoryView, TurnResult
 CHANNEL_NOT_ALLOWED = Text.of("I am not enabled in this channel; ask an admin to add it.")
 # A click whose button names a session that does not live where the click came from (a forged
 # or copied value): nothing is done, and the clicker is told why.
-NOT_THIS_THREAD = Text.of("That button does not belong to a version in this thread, so I did nothing.")
+NOT_THIS_THREAD = Text.of("That button does not belong to this thread, so I did nothing.")
 # An instruction that arrived while the database did not answer (bot/chat/pending.py): kept, and
 # when it cannot be kept any longer, given up with a way forward.
 KEPT = Text.of("The database is not answering; your instruction is kept and will run when it is back.")
@@ -127,7 +127,8 @@ def help_text(offline: bool) -> Text:
     lines: list[Text | str] = [
         "Reply in this thread to edit the latest version; attach images to use them as references.",
         "Buttons or reactions on a version: ↩️ undo (on an older version: go back to it), "
-        "🔁 retry, ✅ approve (remove it to withdraw), 4K renders it larger.",
+        "🔁 retry, ✅ approve (remove it to withdraw), 4K renders it larger. An instruction that "
+        "made no version has its own Retry (button or 🔁) on the line that says so.",
         Text.of("Commands: ", _commands("aspect 16:9", "size 2K", "model pro"), " (or ",
                 _commands("flash", "lite"), "), ", _commands("history", "help"), "."),
     ]

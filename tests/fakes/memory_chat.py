@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bot.chat.backend import IncomingMessage, VersionPost
+from bot.chat.backend import Buttons, IncomingMessage, VersionPost
 from bot.chat.controls import Control
 from bot.chat.text import Text
 from bot.domain import SessionKey
@@ -43,6 +43,7 @@ class FakeBackend:
         self.reactions: Mapping[str, Control] = FAKE_REACTIONS if reactions is None else reactions
         self.posts: list[Posted] = []
         self.edits: list[tuple[str, str]] = []  # (message id, new text)
+        self.buttons: dict[str, list[tuple[str, str]]] = {}  # message id -> its text post's buttons
         self.threads_opened: list[str] = []
         self.working_shown = 0
         self.refuse_threads = False  # open_thread fails, as a platform without permission does
@@ -64,6 +65,10 @@ class FakeBackend:
     def ephemerals(self, user: str | None = None) -> list[str]:
         return [p.text for p in self.posts if p.kind == "ephemeral" and (user is None or p.user == user)]
 
+    def line_buttons(self, message_id: str) -> list[tuple[str, str]]:
+        """The (label, value) buttons a text post has now (posted with it, or given by an edit)."""
+        return self.buttons.get(message_id, [])
+
     async def wait_for(self, predicate: Callable[[], object], within: float = 5.0) -> None:
         """Until `predicate()` is true after something was posted or edited; fails after `within` s."""
         async with asyncio.timeout(within), self._changed:
@@ -83,11 +88,17 @@ class FakeBackend:
     async def show_working(self, key: SessionKey) -> None:
         self.working_shown += 1
 
-    async def post_text(self, key: SessionKey, text: Text) -> str:
-        return await self._post(Posted("text", key.thread, self._next_id(), text.plain()))
+    async def post_text(self, key: SessionKey, text: Text, *, buttons: Buttons = ()) -> str:
+        message_id = self._next_id()
+        if buttons:
+            self.buttons[message_id] = list(buttons)
+        return await self._post(Posted("text", key.thread, message_id, text.plain()))
 
-    async def update_text(self, key: SessionKey, message_id: str, text: Text) -> None:
+    async def update_text(self, key: SessionKey, message_id: str, text: Text, *,
+                          buttons: Buttons = ()) -> None:
         async with self._changed:
+            if buttons:  # as the platforms do: an edit without buttons leaves them as they are
+                self.buttons[message_id] = list(buttons)
             self.edits.append((message_id, text.plain()))
             self._changed.notify_all()
 

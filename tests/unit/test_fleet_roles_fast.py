@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bot.chat import core as core_module
+from bot.chat import outcomes as outcomes_module
 from bot.chat.backend import IncomingMessage
 from bot.chat.core import ChatCore
 from bot.chat.text import Text
@@ -61,7 +61,7 @@ async def test_the_ingress_answers_and_the_worker_runs_and_posts(service: EditSe
 
 async def test_a_turn_finished_before_the_ingress_recorded_its_line_still_ends_ready(
         service: EditService, store: MemoryStore, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(core_module, "PROGRESS_POST_WAITS", (0.01,))  # the worker looks briefly
+    monkeypatch.setattr(outcomes_module, "PROGRESS_POST_WAITS", (0.01,))  # the worker looks briefly
     slow, fast = SlowToPost(), FakeBackend()
     ingress, posting, worker = cores(service, store, slow, fast)
     worker.start()

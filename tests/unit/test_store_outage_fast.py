@@ -146,7 +146,7 @@ async def test_an_instruction_recorded_before_the_store_stopped_is_not_kept_and_
         core: ChatCore, backend: FakeBackend, store: FlakyStore, engine: ScriptedEngine,
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     # Its progress line was never posted: the worker looks for it only briefly before posting.
-    monkeypatch.setattr("bot.chat.core.PROGRESS_POST_WAITS", (0.01,))
+    monkeypatch.setattr("bot.chat.outcomes.PROGRESS_POST_WAITS", (0.01,))
     session_id = await started(core, backend)
     store.down_when = lambda: len(store.rows("turns")) == 2  # the retry's turn is recorded, then down
     await core.on_button(button_value(session_id, 1, Control.RETRY), "ana", ORIGIN, event_key="click-2")
