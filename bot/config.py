@@ -101,9 +101,9 @@ class Settings(BaseSettings):
     # and USD a workspace may spend per UTC day, priced from catalog.py's table.
     user_turns_per_hour: int = Field(default=30, ge=0, alias="THREADEDIT_USER_TURNS_PER_HOUR")
     daily_budget_usd: float = Field(default=20.0, ge=0, alias="THREADEDIT_DAILY_BUDGET_USD")
-    # A turn taken from the queue (one a crash left unfinished is taken again once its lease ran
-    # out) is run when younger than this; an older one is reported failed in its thread (a stale
-    # image is worse than a clear note).
+    # A turn taken from the queue (one a crash left unfinished is taken again once its worker is
+    # seen gone, or its lease ran out) is run when younger than this; an older one is reported
+    # failed in its thread (a stale image is worse than a clear note).
     resume_max_age_seconds: float = Field(
         default=3600.0, ge=0, alias="THREADEDIT_RESUME_MAX_AGE_SECONDS")
     # The turn queue (bot/leases.py): a worker holds each turn it runs for this long, renewing

@@ -65,7 +65,8 @@ class TurnQueue(Repository):
 
     async def next_expiry(self, now: str) -> str | None:
         """When the first live lease runs out (nobody announces that: a worker dead in its turn
-        sends nothing), or None when no lease is live."""
+        sends nothing, and where presence cannot be seen the lease is all there is), or None when
+        no lease is live."""
         found = await self.conn.execute(select(func.min(turns.c.lease_expires_at)).where(
             turns.c.state.in_(UNFINISHED), turns.c.lease_expires_at > now))
         return found.scalar_one_or_none()
