@@ -209,7 +209,6 @@ def retry_source(state: SessionState, version: int | None = None) -> Turn:
     return state.head
 
 
-
 def failed_turn(state: SessionState, turn_id: int) -> Turn:
     """The turn a Retry on a line that made no version repeats: one of this session's turns that
     finished without a version. A forged or stale button naming anything else is refused."""
