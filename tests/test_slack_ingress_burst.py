@@ -78,7 +78,12 @@ def test_bolt_is_given_what_its_own_authorization_would_have_built():
                _auth_test_answer(team_id="T1", user_id="UBOT", bot_id="BBOT", enterprise_id="E1",
                                  is_enterprise_install=False)]
     for answer in answers:
-        for token in ("xoxb-1-abc", "xoxe.xoxb-1-abc"):
-            for user in ("UANA", None):
-                assert authorize_result(answer, token, user) == _to_authorize_result(
-                    auth_test_result=answer, token=token, request_user_id=user)
+        for user in ("UANA", None):
+            assert authorize_result(answer, "xoxb-1-abc", user) == _to_authorize_result(
+                auth_test_result=answer, token="xoxb-1-abc", request_user_id=user)
+            # A rotating bot token is a bot token too (Bolt takes it for a user's): the listeners
+            # know the bot's user id, so a mention of the bot in a thread is recognised.
+            rotating = authorize_result(answer, "xoxe.xoxb-1-abc", user)
+            assert (rotating.bot_user_id, rotating.bot_token, rotating.user_token, rotating.user_id) \
+                == ("UBOT", "xoxe.xoxb-1-abc", None, user)
+            assert rotating.bot_scopes == ["app_mentions:read", "chat:write"]

@@ -5,7 +5,8 @@ on the first event and keeps the answer, but every event that arrives before tha
 returned calls it too: a replica started into a burst of 50 mentions made 52 auth.test calls,
 each one in the way of a first answer. The adapter's start already asks (startup.check_bot_token),
 so Bolt gets that answer through its public `authorize=` hook instead. What Bolt then sees is
-what its own authorization built from its own call (its `_to_authorize_result`, slack_bolt 1.30),
+what its own authorization built from its own call (its `_to_authorize_result`, slack_bolt 1.30;
+but a rotating bot token counts as a bot token here),
 and like it this never asks again: a token revoked later makes the Web API calls fail, as before.
 """
 
@@ -18,11 +19,14 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.slack.startup import BOT_TOKEN_PREFIXES
+
 
 def _is_bot_token(token: str) -> bool:
-    # Bolt's own test (slack_bolt middleware/authorization/internals.py `_is_bot_token`), kept
-    # as is so that what the listeners see does not change.
-    return token.startswith("xoxb-")
+    # Bolt's own test (slack_bolt middleware/authorization/internals.py `_is_bot_token`) takes
+    # only `xoxb-`: with a rotating bot token (`xoxe.xoxb-`, accepted at start) the listeners
+    # would see no bot user id, and a mention of the bot in a thread would not be recognised.
+    return token.startswith(BOT_TOKEN_PREFIXES)
 
 
 def authorize_result(answer: AsyncSlackResponse, token: str, request_user_id: str | None) -> AuthorizeResult:
