@@ -24,6 +24,7 @@ from bot.config import ConfigError
 # Bot tokens are `xoxb-`, or `xoxe.xoxb-` when the app uses token rotation (Slack's token types
 # and token rotation docs); app-level tokens are `xapp-`.
 BOT_TOKEN_PREFIXES = ("xoxb-", "xoxe.xoxb-")
+ROTATING_BOT_TOKEN_PREFIX = "xoxe.xoxb-"  # expires every 12 hours (Slack's token rotation guide)
 APP_TOKEN_PREFIX = "xapp-"
 # What Slack answers for a token that is wrong, revoked, expired or belongs to a deactivated
 # account. Retrying cannot help: the operator must change the token.
@@ -48,7 +49,7 @@ def _kind(token: str) -> str:
     return "not a Slack token of a kind threadedit uses"
 
 
-def check_token_kinds(settings: SlackSettings) -> None:
+def check_token_kinds(settings: SlackSettings, *, say: Report = report) -> None:
     """Refuse a token pasted into the wrong variable before anything is sent to Slack."""
     if settings.bot_token is not None:
         bot = settings.bot_token.get_secret_value().strip()
@@ -56,6 +57,12 @@ def check_token_kinds(settings: SlackSettings) -> None:
             raise SlackStartError(
                 f"SLACK_BOT_TOKEN is {_kind(bot)}; it must be the Bot User OAuth Token that starts "
                 "with xoxb- (Slack app settings → Install App).")
+        if bot.startswith(ROTATING_BOT_TOKEN_PREFIX):
+            # It works until it expires; renewing it would need the app's client secret and a
+            # refresh token, which threadedit does not take.
+            say("SLACK_BOT_TOKEN is a rotating token (xoxe.xoxb-, the app has token rotation on): "
+                "Slack expires it within 12 hours and threadedit cannot renew it; put the new one "
+                "in SLACK_BOT_TOKEN and restart before then.")
     if settings.app_token is not None:
         app = settings.app_token.get_secret_value().strip()
         if not app.startswith(APP_TOKEN_PREFIX):
