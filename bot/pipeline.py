@@ -101,6 +101,7 @@ class TurnPipeline:
         self._waiting = 0
         self._closing = False
         self._unshown_looked = 0.0  # loop time of the last look for unshown outcomes
+        self._showing: asyncio.Task[None] | None = None  # posting outcomes a dead worker left
 
     # What adapters call
 
@@ -148,6 +149,8 @@ class TurnPipeline:
         # so that another worker takes them at once, not after the lease would have run out.
         self._closing = True
         held, tasks = list(self._calling), [*self._loops, *self._running.values()]
+        if self._showing is not None:
+            tasks.append(self._showing)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -169,7 +172,7 @@ class TurnPipeline:
             try:
                 expiry = await self._claim()
                 await self._settle_watched()
-                await self._show_unshown_now_and_then()
+                self._show_unshown_now_and_then()
                 wait = self.leases.poll_seconds
                 if expiry is not None:  # a lease runs out before the next poll: look right after
                     wait = min(wait, expiry + LEASE_EXPIRY_MARGIN)
@@ -216,12 +219,21 @@ class TurnPipeline:
             except Exception as exc:  # one thread we cannot post to must not stop the others
                 log.warning("could not show the outcome of turn %s (%s)", turn_id, type(exc).__name__)
 
-    async def _show_unshown_now_and_then(self) -> None:
+    def _show_unshown_now_and_then(self) -> None:
         now = asyncio.get_running_loop().time()
-        if now - self._unshown_looked < UNSHOWN_LOOK_SECONDS:
+        if now - self._unshown_looked < UNSHOWN_LOOK_SECONDS or self._closing:
             return
         self._unshown_looked = now
-        await self.show_unshown()
+        # Beside the claims (a look is one indexed read, but posting an outcome can wait out a
+        # platform's rate limit).
+        if self._showing is None or self._showing.done():
+            self._showing = asyncio.create_task(self._show_unshown_logged(), name="unshown-outcomes")
+
+    async def _show_unshown_logged(self) -> None:
+        try:
+            await self.show_unshown()
+        except Exception as exc:  # the store is down: the next look tries again
+            log.warning("could not look for unshown outcomes (%s)", type(exc).__name__)
 
     async def _renew_loop(self) -> None:
         while True:
