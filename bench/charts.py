@@ -87,14 +87,7 @@ def request_size(result: dict[str, Any], path: Path) -> None:
 
 def throughput(result: dict[str, Any], path: Path) -> None:
     def draw(ax: Any, r: dict[str, Any]) -> None:
-        events = sorted([(c["t_start"], 1) for c in r["calls"]] + [(c["t_end"], -1) for c in r["calls"]])
-        xs, ys, level = [0.0], [0], 0
-        for t, step in events:
-            xs.append(t)
-            ys.append(level)
-            level += step
-            xs.append(t)
-            ys.append(level)
+        xs, ys = _in_flight(r["calls"])
         ax.plot(xs, ys, label="model calls in flight")
         ax.axhline(r["concurrency"], color="red", linewidth=0.8,
                    label=f"cap {r['concurrency']}")
