@@ -91,18 +91,9 @@ class Deliveries:
             platform, channel, message_id, session_id, turn_id, kind))
 
     async def version_post(self, platform: str, channel: str, message_id: str) -> PostedVersion | None:
-        """The version a message shows, when it is one of our version posts; else None (most
-        reactions are on other people's messages: this is one read, and nothing written)."""
-        async def find(uow: UnitOfWork) -> PostedVersion | None:
-            post = await uow.posts.find(platform, channel, message_id)
-            if post is None or post["kind"] != VERSION or post["turn_id"] is None:
-                return None
-            turn = await uow.turns.get(post["turn_id"])
-            if turn.version is None:
-                return None
-            return PostedVersion(await uow.sessions.get(turn.session_id), turn.version)
-
-        return await self._store.read(find)
+        """The version a message shows, when it is one of our version posts; else None."""
+        found = await self.controls_post(platform, channel, message_id)
+        return found if isinstance(found, PostedVersion) else None
 
     async def controls_post(self, platform: str, channel: str,
                             message_id: str) -> PostedVersion | PostedFailure | None:
