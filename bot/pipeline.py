@@ -213,6 +213,7 @@ class TurnPipeline:
         never posted (it died, or stopped, between the two), each taken first so that one
         process shows it. An outcome whose post fails stays this worker's: the next start of
         any process, once this one is gone, tries it again."""
+        self._unshown_looked = asyncio.get_running_loop().time()  # the next look is due from now
         for turn_id, platform in await self.leases.claim_unshown(self.owner, self.listeners):
             try:
                 await self.listeners[platform].turn_finished(await self.service.result_of(turn_id))
@@ -221,9 +222,8 @@ class TurnPipeline:
 
     def _show_unshown_now_and_then(self) -> None:
         now = asyncio.get_running_loop().time()
-        if now - self._unshown_looked < UNSHOWN_LOOK_SECONDS or self._closing:
-            return
-        self._unshown_looked = now
+        if not self.listeners or self._closing or now - self._unshown_looked < UNSHOWN_LOOK_SECONDS:
+            return  # nothing it could post, a stop, or looked a moment ago (its start, say)
         # Beside the claims (a look is one indexed read, but posting an outcome can wait out a
         # platform's rate limit).
         if self._showing is None or self._showing.done():
